@@ -1,0 +1,247 @@
+"""The ``align`` command. Parses arguments and calls library functions; no logic of its own.
+
+Works the same as ``align <cmd>``, ``python -m align <cmd>`` and ``accelerate launch -m align <cmd>``.
+Errors a user can fix (a wrong recipe key, a bad data row, a missing model) print one paragraph and exit with
+code 2 (configuration or data) or 1 (runtime), without a Python traceback; ``ALIGN_DEBUG=1`` shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import sys
+from typing import Any
+
+STAGES = {
+    "sft": ("align.stages.sft", "supervised fine-tuning (TRL SFTTrainer, LoRA)"),
+    "rm": ("align.stages.reward", "pairwise reward model (Bradley-Terry, LoRA + score head)"),
+    "dpo": ("align.stages.dpo", "direct preference optimisation (TRL DPOTrainer, LoRA)"),
+    "ppo": ("align.stages.ppo", "PPO with LoRA, value head and a reward model (align's own)"),
+}
+ISSUES = {"sft": 5, "rm": 5, "dpo": 5, "ppo": 6, "pipeline": 7, "compare": 7}
+
+
+class NotBuilt(Exception):
+    pass
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from align.config import ConfigError
+
+    errs: list[type[BaseException]] = [ConfigError]
+    for mod, name in (("align.data.validate", "DataError"), ("align.agreement", "AgreementGateError")):
+        try:
+            errs.append(getattr(importlib.import_module(mod), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errs)
+
+
+def _stage_module(stage: str):
+    mod_name = STAGES[stage][0] if stage in STAGES else f"align.{stage}"
+    try:
+        return importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        if e.name == mod_name:
+            raise NotBuilt(stage) from None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="align",
+        description="Alignment post-training: check preference data, train SFT / reward model / DPO / PPO with "
+        "LoRA, compare checkpoints. Every stage takes a YAML recipe plus key=value overrides.",
+        epilog="Example: accelerate launch -m align dpo recipes/smollm2-135m/dpo.yaml training.beta=0.2",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    for stage, (_, help_) in STAGES.items():
+        sp = sub.add_parser(stage, help=help_, description=f"{help_}. Run a {stage} recipe.")
+        _recipe_args(sp)
+
+    sp = sub.add_parser("pipeline", help="run a recipe's stages in order (data, SFT, RM, DPO/PPO, compare)")
+    _recipe_args(sp)
+    sp.add_argument("--from", dest="from_stage", help="re-run from this stage on")
+    sp.add_argument("--only", help="run only this stage")
+
+    sp = sub.add_parser("data", help="inspect, validate, convert, split, card and agreement for preference data")
+    dsub = sp.add_subparsers(dest="data_command", metavar="ACTION")
+    for name, help_ in (
+        ("inspect", "show detected format, counts and a few records"),
+        ("validate", "validate rows and count drops by reason (exit 1 on errors)"),
+        ("convert", "write canonical preference records as JSONL"),
+        ("split", "split by prompt hash into train/eval JSONL"),
+        ("card", "write data_cards/<name>.md and .json"),
+        ("agreement", "annotator agreement: kappa, Fleiss, Krippendorff, per-annotator reliability"),
+    ):
+        dp = dsub.add_parser(name, help=help_)
+        dp.add_argument("source", help="file, folder, builtin:<name>, hub id, or a recipe .yaml (its data section)")
+        dp.add_argument("--format", default="auto", help="auto, hh-rlhf, pcr, conversational, implicit-prompt, ...")
+        dp.add_argument("--json", action="store_true", help="machine-readable output")
+        dp.add_argument("-o", "--output", help="output file or directory")
+        dp.add_argument("--name", help="card name (card)")
+        dp.add_argument("--eval-fraction", type=float, default=0.1, help="split: eval share")
+        dp.add_argument("--max-drop-fraction", type=float, default=None, help="error when more rows are dropped")
+        dp.add_argument("--sft", action="store_true", help="treat the source as SFT data")
+
+    sp = sub.add_parser("compare", help="generate with checkpoints on held-out prompts and compare them with a judge")
+    sp.add_argument("checkpoints", nargs="+", help="run/stage directories or model references")
+    sp.add_argument("--prompts", help="eval prompt source")
+    sp.add_argument("--judge", help="reward model directory or module:function")
+    sp.add_argument("-o", "--output", help="report directory")
+
+    sp = sub.add_parser("models", help="list and fetch built-in models")
+    msub = sp.add_subparsers(dest="models_command", metavar="ACTION")
+    ml = msub.add_parser("list", help="built-in models and whether they are cached")
+    ml.add_argument("--json", action="store_true")
+    mf = msub.add_parser("fetch", help="download and convert a built-in model into the cache (no-op when cached)")
+    mf.add_argument("name", help="e.g. smollm2-135m-instruct")
+    mf.add_argument("--force", action="store_true", help="rebuild even when the cache is complete")
+    return p
+
+
+def _recipe_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("recipe", nargs="?", help="YAML recipe (see recipes/)")
+    sp.add_argument("overrides", nargs="*", help="key=value overrides, dotted for nested keys (lora.r=8)")
+    sp.add_argument("--dry-run", action="store_true", help="print the fully resolved config and exit")
+    sp.add_argument("--list-keys", metavar="SECTION", help="list a section's keys with types and help, then exit")
+
+
+# Results (--dry-run YAML, --json, tables) go to the real stdout; everything else a command prints, ours or a
+# library's (transformers prints "[INFO] Running in WANDB offline mode" to stdout on import), goes to stderr.
+RESULT_OUT = sys.stdout
+
+
+def emit(text: str) -> None:
+    print(text, file=RESULT_OUT, flush=True)
+
+
+def _print(obj: Any, as_json: bool) -> None:
+    emit(json.dumps(obj, indent=2, default=str) if as_json else str(obj))
+
+
+def run_stage(stage: str, args: argparse.Namespace) -> int:
+    import yaml
+
+    from align.config import list_keys, load_recipe, redact, to_plain
+
+    module = _stage_module(stage)
+    recipe_cls = module.Recipe
+    if args.list_keys:
+        import dataclasses
+        import typing
+
+        hints = typing.get_type_hints(recipe_cls)
+        if args.list_keys not in hints:
+            print(
+                f"No section {args.list_keys!r}; sections: {', '.join(f.name for f in dataclasses.fields(recipe_cls))}"
+            )
+            return 2
+        for name, tp, help_ in list_keys(hints[args.list_keys]):
+            emit(f"{args.list_keys}.{name} ({tp}): {help_}")
+        return 0
+    recipe = load_recipe(recipe_cls, args.recipe, args.overrides)
+    if args.dry_run:
+        emit(yaml.safe_dump(redact(to_plain(recipe)), sort_keys=False).rstrip("\n"))
+        return 0
+    out = module.run(recipe)
+    if out is not None:
+        print(f"[align] {stage} done: {out}")
+    return 0
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from align import models
+
+    if args.models_command == "list":
+        rows = models.builtin_status()
+        if args.json:
+            _print(rows, True)
+        else:
+            for r in rows:
+                emit(
+                    f"{r['name']:34} {'cached' if r['cached'] else 'not cached':11} {r['path']}\n    {r['description']}"
+                )
+        return 0
+    if args.models_command == "fetch":
+        import time
+
+        t0 = time.time()
+        path = models.fetch_builtin(args.name, force=args.force)
+        print(f"[align] {args.name}: {path} ({time.time() - t0:.1f} s)")
+        return 0
+    print("usage: align models {list,fetch NAME}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    global RESULT_OUT
+    RESULT_OUT = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = build_parser()
+    # Overrides may follow options (`align dpo r.yaml --dry-run lora.r=8`): argparse leaves those key=value words
+    # over, and they join the overrides; anything else left over is a usage error.
+    args, extra = parser.parse_known_args(argv)
+    stray = [x for x in extra if x.startswith("-") or "=" not in x]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        if not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    if not args.command:
+        parser.print_help(file=RESULT_OUT)
+        return 0
+    debug = bool(os.environ.get("ALIGN_DEBUG"))
+    from align.models import ModelError
+
+    user_errors = _user_errors()
+    try:
+        if args.command in STAGES:
+            if not args.recipe and not args.list_keys:
+                print(
+                    f"align {args.command}: give a recipe, e.g. align {args.command} recipes/tiny/{args.command}.yaml",
+                    file=sys.stderr,
+                )
+                return 2
+            return run_stage(args.command, args)
+        if args.command == "models":
+            return run_models(args)
+        if args.command == "pipeline":
+            return _stage_module("pipeline").main(args)
+        if args.command == "data":
+            return _stage_module("data.commands").main(args)
+        if args.command == "compare":
+            return _stage_module("compare").main(args)
+    except NotBuilt as e:
+        name = str(e)
+        issue = ISSUES.get(name.split(".")[0])
+        where = f" (tracked in issue #{issue})" if issue else ""
+        print(f"align {args.command}: this command is not built yet{where}.", file=sys.stderr)
+        return 3
+    except user_errors as e:
+        if debug:
+            raise
+        print(f"align {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except ModelError as e:
+        if debug:
+            raise
+        print(f"align {args.command}: model error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nalign {args.command}: interrupted; run the same command again to resume.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Preference and SFT data: formats, validation, splits, data cards."""
