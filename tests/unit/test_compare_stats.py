@@ -1,0 +1,383 @@
+"""Known-answer and statistical-sanity tests for align.compare_stats."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from align.compare_stats import (
+    distinct_n,
+    implicit_reward_accuracy,
+    length_controlled_win_rate,
+    mean_with_ci,
+    sample_kl,
+    self_judging_warning,
+    win_rate,
+    win_rate_ci,
+    win_rate_matrix,
+)
+
+# --------------------------------------------------------------------------------------------------------------
+# win_rate
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_win_rate_is_one_when_a_beats_b_by_a_constant():
+    b = np.random.default_rng(0).normal(size=50)
+    result = win_rate(b + 0.3, b)
+    assert result == {"wins": 50, "ties": 0, "losses": 0, "n": 50, "win_rate": 1.0}
+
+
+def test_identical_scores_are_all_ties_and_win_rate_half():
+    s = np.random.default_rng(1).normal(size=30)
+    result = win_rate(s, s.copy())
+    assert result["ties"] == 30 and result["wins"] == 0 and result["losses"] == 0
+    assert result["win_rate"] == 0.5
+
+
+def test_three_wins_one_tie_one_loss_counts_tie_as_half():
+    a = [2.0, 3.0, 4.0, 1.0, 0.0]
+    b = [1.0, 1.0, 1.0, 1.0, 5.0]
+    result = win_rate(a, b)
+    assert (result["wins"], result["ties"], result["losses"]) == (3, 1, 1)
+    assert result["win_rate"] == pytest.approx(0.7)
+
+
+def test_tie_tolerance_turns_near_equal_scores_into_ties():
+    a = [1.00, 2.00, 3.0]
+    b = [1.01, 1.995, 1.0]
+    assert win_rate(a, b)["ties"] == 0
+    tolerant = win_rate(a, b, tie_tolerance=0.02)
+    assert (tolerant["wins"], tolerant["ties"], tolerant["losses"]) == (1, 2, 0)
+    assert tolerant["win_rate"] == pytest.approx((1 + 0.5 * 2) / 3)
+
+
+def test_win_rate_of_a_over_b_and_b_over_a_sum_to_one():
+    rng = np.random.default_rng(2)
+    a, b = rng.integers(0, 3, size=40).astype(float), rng.integers(0, 3, size=40).astype(float)
+    assert win_rate(a, b)["win_rate"] + win_rate(b, a)["win_rate"] == pytest.approx(1.0)
+
+
+def test_win_rate_rejects_unpaired_or_non_finite_scores():
+    with pytest.raises(ValueError, match="same prompts"):
+        win_rate([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="non-finite"):
+        win_rate([1.0, float("nan")], [1.0, 2.0])
+    with pytest.raises(ValueError, match="tie_tolerance"):
+        win_rate([1.0], [1.0], tie_tolerance=-1.0)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# bootstrap confidence intervals
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_same_seed_gives_same_ci_and_other_seed_differs():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=60), rng.normal(size=60)
+    first = win_rate_ci(a, b, seed=7)
+    assert win_rate_ci(a, b, seed=7) == first
+    other = win_rate_ci(a, b, seed=8)
+    assert (other["low"], other["high"]) != (first["low"], first["high"])
+    assert mean_with_ci(a, seed=5) == mean_with_ci(a, seed=5)
+
+
+def test_ci_contains_point_estimate():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(0.2, 1.0, size=80), rng.normal(size=80)
+    wr = win_rate_ci(a, b)
+    assert wr["low"] <= wr["win_rate"] <= wr["high"]
+    m = mean_with_ci(a)
+    assert m["low"] <= m["mean"] <= m["high"]
+    assert m["n"] == 80
+
+
+def test_ci_shrinks_as_prompts_grow():
+    rng = np.random.default_rng(5)
+    small_a, small_b = rng.normal(0.3, 1.0, size=20), rng.normal(size=20)
+    big_a, big_b = rng.normal(0.3, 1.0, size=2000), rng.normal(size=2000)
+    small, big = win_rate_ci(small_a, small_b), win_rate_ci(big_a, big_b)
+    assert big["high"] - big["low"] < 0.5 * (small["high"] - small["low"])
+    small_m, big_m = mean_with_ci(small_a), mean_with_ci(big_a)
+    assert big_m["high"] - big_m["low"] < 0.5 * (small_m["high"] - small_m["low"])
+
+
+def test_clearly_better_model_ci_lies_above_half():
+    rng = np.random.default_rng(6)
+    b = rng.normal(size=200)
+    a = rng.normal(1.5, 1.0, size=200)
+    result = win_rate_ci(a, b)
+    assert result["low"] > 0.5
+
+
+def test_paired_bootstrap_keeps_prompts_aligned():
+    # Prompt difficulty varies wildly but a beats b on every prompt: a paired resample can never see a loss.
+    base = np.random.default_rng(7).normal(0.0, 100.0, size=100)
+    result = win_rate_ci(base + 0.01, base)
+    assert result["low"] == result["high"] == 1.0
+
+
+def test_bootstrap_ci_contains_true_bernoulli_rate():
+    outcomes = (np.random.default_rng(8).random(400) < 0.7).astype(float)
+    result = mean_with_ci(outcomes, seed=0)
+    assert result["low"] < 0.7 < result["high"]
+    # Same data through the win-rate path (win = 1, loss = 0) gives the same interval.
+    wr = win_rate_ci(outcomes, np.full(400, 0.5), seed=0)
+    assert (wr["low"], wr["high"]) == pytest.approx((result["low"], result["high"]))
+
+
+def test_bootstrap_coverage_is_near_nominal_over_many_datasets():
+    rng = np.random.default_rng(9)
+    hits = 0
+    trials = 200
+    for t in range(trials):
+        outcomes = (rng.random(400) < 0.7).astype(float)
+        ci = mean_with_ci(outcomes, n_boot=400, seed=t)
+        hits += ci["low"] <= 0.7 <= ci["high"]
+    assert 0.88 <= hits / trials <= 0.99
+
+
+def test_bootstrap_arguments_are_validated():
+    with pytest.raises(ValueError, match="n_boot"):
+        mean_with_ci([1.0, 2.0], n_boot=0)
+    with pytest.raises(ValueError, match="alpha"):
+        mean_with_ci([1.0, 2.0], alpha=1.5)
+    with pytest.raises(ValueError, match="empty"):
+        mean_with_ci([])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# win_rate_matrix
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _three_checkpoints() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(10)
+    base = rng.normal(size=120)
+    return {
+        "sft": base + rng.normal(0.0, 0.5, size=120),
+        "dpo": base + 0.4 + rng.normal(0.0, 0.5, size=120),
+        "ppo": base + 0.6 + rng.normal(0.0, 0.5, size=120),
+    }
+
+
+def test_win_rate_matrix_diagonal_is_half_and_pairs_are_complementary():
+    scores = _three_checkpoints()
+    m = win_rate_matrix(scores, n_boot=300)
+    assert list(m) == ["sft", "dpo", "ppo"]
+    for a in scores:
+        assert m[a][a]["win_rate"] == 0.5
+        for b in scores:
+            assert m[a][b]["win_rate"] + m[b][a]["win_rate"] == pytest.approx(1.0)
+            assert m[a][b]["low"] == pytest.approx(1.0 - m[b][a]["high"])
+            assert m[a][b]["wins"] == m[b][a]["losses"]
+
+
+def test_win_rate_matrix_entries_match_win_rate_ci_and_are_json_friendly():
+    scores = _three_checkpoints()
+    m = win_rate_matrix(scores, n_boot=300, seed=3)
+    assert m["sft"]["ppo"] == win_rate_ci(scores["sft"], scores["ppo"], n_boot=300, seed=3)
+    assert m["ppo"]["sft"]["win_rate"] > 0.5
+    assert json.loads(json.dumps(m)) == m
+
+
+def test_win_rate_matrix_rejects_checkpoints_scored_on_different_prompts():
+    with pytest.raises(ValueError, match="different numbers of prompts"):
+        win_rate_matrix({"a": [1.0, 2.0], "b": [1.0]})
+    with pytest.raises(ValueError, match="empty"):
+        win_rate_matrix({})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# length-controlled win rate
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_length_control_removes_a_pure_length_advantage():
+    rng = np.random.default_rng(11)
+    n = 1000
+    len_a = rng.uniform(50, 250, size=n)
+    len_b = rng.uniform(50, 250, size=n) + 100.0  # b tends to be longer, same quality otherwise
+    scores_a = 0.02 * len_a + rng.normal(0.0, 1.0, size=n)
+    scores_b = 0.02 * len_b + rng.normal(0.0, 1.0, size=n)
+    result = length_controlled_win_rate(scores_b, scores_a, len_b, len_a, n_boot=500)
+    assert result["raw_win_rate"] > 0.75
+    assert abs(result["lc_win_rate"] - 0.5) < 0.06
+    assert result["low"] < 0.5 < result["high"]
+    assert result["length_coef"] > 0  # longer answers win
+
+
+def test_length_control_matches_raw_win_rate_without_length_effect():
+    rng = np.random.default_rng(12)
+    n = 1000
+    len_a, len_b = rng.uniform(50, 250, size=n), rng.uniform(50, 250, size=n)
+    scores_a = rng.normal(0.5, 1.0, size=n)
+    scores_b = rng.normal(0.0, 1.0, size=n)
+    result = length_controlled_win_rate(scores_a, scores_b, len_a, len_b, n_boot=500)
+    assert result["lc_win_rate"] == pytest.approx(result["raw_win_rate"], abs=0.03)
+    assert abs(result["length_coef"]) < 0.2
+    assert result["low"] <= result["lc_win_rate"] <= result["high"]
+
+
+def test_logistic_fit_matches_sklearn_with_ties_as_half_weight_rows():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(13)
+    n = 300
+    len_a, len_b = rng.integers(20, 200, size=n).astype(float), rng.integers(20, 200, size=n).astype(float)
+    scores_a = np.round(0.01 * len_a + rng.normal(0.0, 1.0, size=n), 1)
+    scores_b = np.round(0.01 * len_b + rng.normal(0.2, 1.0, size=n), 1)
+    result = length_controlled_win_rate(scores_a, scores_b, len_a, len_b, n_boot=50)
+    assert result["ties"] > 0  # the rounding makes some ties, so the tie handling is exercised
+
+    x = (len_a - len_b) / np.std(np.concatenate([len_a, len_b]))
+    diff = scores_a - scores_b
+    tie = diff == 0
+    # Wins and losses as single rows; each tie as a win row and a loss row of weight 0.5.
+    X = np.concatenate([x[~tie], x[tie], x[tie]])[:, None]
+    y = np.concatenate([(diff[~tie] > 0).astype(int), np.ones(tie.sum(), int), np.zeros(tie.sum(), int)])
+    w = np.concatenate([np.ones((~tie).sum()), np.full(tie.sum(), 0.5), np.full(tie.sum(), 0.5)])
+    oracle = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-12, max_iter=1000)
+    oracle.fit(X, y, sample_weight=w)
+
+    assert result["intercept"] == pytest.approx(oracle.intercept_[0], abs=1e-4)
+    assert result["length_coef"] == pytest.approx(oracle.coef_[0, 0], abs=1e-4)
+    assert result["lc_win_rate"] == pytest.approx(1.0 / (1.0 + math.exp(-oracle.intercept_[0])), abs=1e-4)
+
+
+def test_length_control_stays_finite_when_a_wins_every_prompt():
+    rng = np.random.default_rng(14)
+    len_a, len_b = rng.uniform(10, 100, size=40), rng.uniform(10, 100, size=40)
+    result = length_controlled_win_rate(np.ones(40), np.zeros(40), len_a, len_b, n_boot=200)
+    assert result["raw_win_rate"] == 1.0
+    assert math.isfinite(result["intercept"]) and math.isfinite(result["length_coef"])
+    assert result["lc_win_rate"] > 0.99
+
+
+def test_length_control_is_seeded_and_handles_equal_lengths():
+    rng = np.random.default_rng(15)
+    a, b = rng.normal(0.3, 1.0, size=100), rng.normal(size=100)
+    lengths = np.full(100, 80.0)
+    first = length_controlled_win_rate(a, b, lengths, lengths, n_boot=200, seed=4)
+    assert length_controlled_win_rate(a, b, lengths, lengths, n_boot=200, seed=4) == first
+    # With no length differences the model is intercept-only, so the LC rate is the raw rate (up to the ridge).
+    assert first["lc_win_rate"] == pytest.approx(first["raw_win_rate"], abs=1e-4)
+
+
+def test_length_control_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="lengths"):
+        length_controlled_win_rate([1.0, 2.0], [0.0, 1.0], [1.0], [2.0])
+    with pytest.raises(ValueError, match=">= 0"):
+        length_controlled_win_rate([1.0, 2.0], [0.0, 1.0], [1.0, -3.0], [2.0, 2.0])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# distinct_n
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_distinct_n_hand_examples():
+    assert distinct_n(["a b a b"], 1) == 0.5
+    assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
+    assert distinct_n(["the cat", "the dog"], 1) == pytest.approx(3 / 4)
+
+
+def test_distinct_n_does_not_join_ngrams_across_texts():
+    # Joined, "a b a b" would give 3 bigrams (2 unique); per text there are 2 bigrams, both "a b".
+    assert distinct_n(["a b", "a b"], 2) == 0.5
+
+
+def test_distinct_n_is_zero_without_ngrams_and_rejects_bad_input():
+    assert distinct_n([], 1) == 0.0
+    assert distinct_n(["one", ""], 2) == 0.0
+    with pytest.raises(ValueError, match="one string"):
+        distinct_n("a b a b", 1)
+    with pytest.raises(ValueError, match="positive integer"):
+        distinct_n(["a b"], 0)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# sample_kl
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_sample_kl_is_zero_for_identical_logprobs():
+    lp = np.log(np.random.default_rng(16).uniform(0.05, 1.0, size=(10, 6)))
+    result = sample_kl(lp, lp.copy(), np.ones_like(lp))
+    assert result["mean"] == result["low"] == result["high"] == 0.0
+    assert result["k3_mean"] == 0.0
+
+
+def test_sample_kl_hand_example_ignores_masked_padding():
+    policy = np.array([[-1.0, -2.0, np.nan], [-0.5, -0.5, -0.5]])
+    ref = np.array([[-1.5, -1.0, -np.inf], [-0.5, -1.0, -0.5]])
+    mask = np.array([[1, 1, 0], [0, 1, 1]])
+    result = sample_kl(policy, ref, mask, n_boot=100)
+    # Sequence 1: (-1 + 1.5) + (-2 + 1) = -0.5; sequence 2: 0.5 + 0 = 0.5.
+    assert result["mean"] == pytest.approx(0.0)
+    k3_seq1 = (math.exp(-0.5) - 1 + 0.5) + (math.exp(1.0) - 1 - 1.0)
+    k3_seq2 = math.exp(-0.5) - 1 + 0.5
+    assert result["k3_mean"] == pytest.approx((k3_seq1 + k3_seq2) / 2)
+    assert result["n"] == 2
+
+
+def test_sample_kl_estimates_true_kl_on_policy_samples():
+    rng = np.random.default_rng(17)
+    p = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
+    q = np.array([0.2, 0.2, 0.2, 0.2, 0.2])
+    tokens = rng.choice(5, size=(4000, 3), p=p)
+    result = sample_kl(np.log(p)[tokens], np.log(q)[tokens], np.ones(tokens.shape), n_boot=500)
+    true_kl = 3 * float(np.sum(p * np.log(p / q)))
+    assert result["low"] < true_kl < result["high"]
+    assert result["k3_mean"] == pytest.approx(true_kl, rel=0.05)
+
+
+def test_sample_kl_rejects_bad_shapes_and_masks():
+    with pytest.raises(ValueError, match="shapes differ"):
+        sample_kl(np.zeros((2, 3)), np.zeros((2, 4)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        sample_kl(np.zeros((2, 3)), np.zeros((2, 3)), np.full((2, 3), 2))
+    with pytest.raises(ValueError, match="non-finite"):
+        sample_kl(np.zeros((1, 2)), np.array([[0.0, -np.inf]]), np.ones((1, 2)))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# implicit_reward_accuracy
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_implicit_reward_accuracy_counts_zero_margin_as_half():
+    result = implicit_reward_accuracy([1.0, -1.0, 0.0, 2.0], n_boot=200)
+    assert result["accuracy"] == pytest.approx((1 + 0 + 0.5 + 1) / 4)
+    assert result["n"] == 4
+    assert result["low"] <= result["accuracy"] <= result["high"]
+
+
+def test_implicit_reward_accuracy_ci_covers_true_rate():
+    margins = np.random.default_rng(18).normal(0.5244, 1.0, size=400)  # P(margin > 0) = 0.7
+    result = implicit_reward_accuracy(margins)
+    assert result["low"] < 0.7 < result["high"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# self_judging_warning
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_self_judging_warning_flags_only_checkpoints_trained_against_the_judge():
+    trained = {"sft": None, "dpo": None, "ppo": "/runs/rm/final", "ppo_other": "/runs/rm2/final"}
+    warnings = self_judging_warning("/runs/rm/final/", trained)
+    assert len(warnings) == 1
+    text = warnings[0]
+    assert "'ppo'" in text and "ppo_other" not in text
+    assert "WARNING" in text and "inflated" in text and "disjoint judge" in text
+
+
+def test_self_judging_warning_is_empty_for_a_disjoint_judge():
+    assert self_judging_warning("sha256:abc", {"ppo": "sha256:def", "sft": None}) == []
+    assert len(self_judging_warning("sha256:abc", {"ppo": "sha256:abc", "ppo2": "sha256:abc"})) == 2
+    with pytest.raises(ValueError, match="judge_id"):
+        self_judging_warning("", {"ppo": "x"})
