@@ -89,9 +89,6 @@ class TemplateSection:
             "base models that have none; or a path to a Jinja file."
         },
     )
-    system_prompt: str | None = field(
-        default=None, metadata={"help": "System message prepended to prompts that have none."}
-    )
 
 
 @dataclass

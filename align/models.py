@@ -202,6 +202,7 @@ def fetch_builtin(name: str, *, force: bool = False, log=print) -> Path:
         log(f"[align] cache entry {dest} is incomplete; rebuilding it")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model cache is readable like any install
     try:
         if b.kind == "tiny":
             build_tiny_model(tmp)

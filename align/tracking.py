@@ -175,4 +175,4 @@ def setup_trackers(report_to: list[str], project: str) -> list[str]:
         has_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").is_file()
         if not has_key:
             os.environ.setdefault("WANDB_MODE", "offline")
-    return trackers or ["none"]
+    return trackers

@@ -66,4 +66,4 @@ def test_wandb_defaults_to_offline_without_a_key(monkeypatch, tmp_path):
     import os
 
     assert os.environ["WANDB_MODE"] == "offline" and os.environ["WANDB_PROJECT"] == "proj"
-    assert setup_trackers([], "proj") == ["none"]
+    assert setup_trackers([], "proj") == []

@@ -1,0 +1,139 @@
+"""From a recipe's data section to what a stage trains on: records -> agreement -> tokenized datasets.
+
+Order (one direction): load + validate (``align.data.load``) -> annotator agreement gate and aggregation, which
+may flip pairs and drops ties / low-agreement items (``align.agreement``) -> tokenization with the template guards
+(``align.templates``), which drops ``truncated_to_empty`` / ``prefix_mismatch`` rows -> the drop-fraction check
+over everything dropped. Every input row is kept or counted in one :class:`DropReport`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from align.data.records import PreferenceRecord, SFTRecord
+
+
+def records_fingerprint(records: list[Any]) -> str:
+    h = hashlib.sha256()
+    for r in records:
+        h.update(json.dumps(r.to_dict(), sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Prepared:
+    train: list[Any]
+    eval: list[Any]
+    report: Any  # DropReport
+    agreement: dict[str, Any] | None = None
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    leakage: dict[str, Any] = field(default_factory=dict)
+
+    def manifest_info(self) -> dict[str, Any]:
+        return {
+            "fingerprint": records_fingerprint(self.train + self.eval),
+            "train": len(self.train),
+            "eval": len(self.eval),
+            "drops": self.report.to_dict(),
+            "sources": self.sources,
+            "agreement": _agreement_summary(self.agreement),
+        }
+
+
+def _agreement_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not report:
+        return None
+    keys = (
+        "n_items",
+        "n_annotators",
+        "percent_agreement",
+        "fleiss_kappa",
+        "krippendorff_alpha",
+        "per_annotator",
+        "band",
+        "dropped_annotators",
+    )
+    return {k: report.get(k) for k in keys if k in report}
+
+
+def apply_agreement_to_records(records: list[PreferenceRecord], cfg: Any, report: Any) -> tuple[list, dict | None]:
+    """Orient pairs by the humans' aggregated vote and drop what the agreement config drops (counted)."""
+    from align.agreement import apply_agreement
+
+    labelled = [r for r in records if r.annotations]
+    if not labelled or cfg is None:
+        return records, None
+    names = sorted({a for r in labelled for a in r.annotations})
+    annotations = {a: [r.annotations.get(a) for r in labelled] for a in names}
+    outcome = apply_agreement(annotations, cfg)
+    votes = dict(zip((r.id for r in labelled), outcome.votes))
+    kept: list[PreferenceRecord] = []
+    for r in records:
+        vote = votes.get(r.id)
+        if vote is None:
+            kept.append(r)
+            continue
+        if vote.drop_reason:
+            report.add_drop(vote.drop_reason, r.id)
+            continue
+        if vote.orientation < 0:
+            r = PreferenceRecord(
+                id=r.id,
+                prompt=r.prompt,
+                chosen=r.rejected,
+                rejected=r.chosen,
+                source=r.source,
+                margin=r.margin,
+                annotations=r.annotations,
+                meta={**r.meta, "flipped": True},
+            )
+        if getattr(cfg, "margin_from_votes", False) and r.margin is None:
+            r.margin = float(vote.margin)
+        kept.append(r)
+    summary = dict(outcome.report)
+    summary["dropped_annotators"] = list(outcome.dropped_annotators)
+    return kept, summary
+
+
+def prepare_preferences(data_cfg: Any, agreement_cfg: Any = None) -> Prepared:
+    from align.data.load import load_preferences
+    from align.data.validate import check_drop_fraction
+
+    loaded = load_preferences(data_cfg)
+    report = loaded.report
+    train, agreement = apply_agreement_to_records(loaded.train, agreement_cfg, report)
+    evals, _ = apply_agreement_to_records(loaded.eval, agreement_cfg, report)
+    check_drop_fraction(report, data_cfg.max_drop_fraction)
+    return Prepared(train, evals, report, agreement, loaded.sources, loaded.leakage)
+
+
+def prepare_sft(data_cfg: Any) -> Prepared:
+    from align.data.load import load_sft
+    from align.data.validate import check_drop_fraction
+
+    loaded = load_sft(data_cfg)
+    check_drop_fraction(loaded.report, data_cfg.max_drop_fraction)
+    return Prepared(loaded.train, loaded.eval, loaded.report, None, loaded.sources, loaded.leakage)
+
+
+def tokenize_records(records: list[Any], encode, report: Any) -> list[dict[str, Any]]:
+    """Apply ``encode(record) -> dict`` to each record; rows the template guards reject are counted drops."""
+    from align.templates import Skip
+
+    rows = []
+    for r in records:
+        try:
+            rows.append(encode(r))
+        except Skip as s:
+            report.add_drop(s.reason, r.id)
+    return rows
+
+
+def sft_messages(r: Any) -> list[dict[str, str]]:
+    """SFT data may be SFT records or preference records (prompt + chosen)."""
+    if isinstance(r, SFTRecord):
+        return r.messages
+    return [*r.prompt, *r.chosen]

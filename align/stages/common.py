@@ -1,0 +1,412 @@
+"""What the SFT, reward-model and DPO stages share around TRL's trainers.
+
+- the run directory layout: ``<root>/<name>/<stage>/`` with ``checkpoints/`` (TRL/HF checkpoints, resumable),
+  ``model/`` (the final adapter or model with tokenizer and template), ``config.yaml``, ``metrics.jsonl``,
+  ``manifest.json``;
+- resume: the last *complete* checkpoint (its ``trainer_state.json`` is written last by the HF Trainer, so a
+  checkpoint without it, or without optimizer/scheduler/RNG state, was cut off and is skipped with a warning);
+- guards as a trainer mixin and callback: a non-finite loss or gradient skips that optimizer step (counted) and
+  aborts after ``run.max_nonfinite_steps`` in a row (FAULTS 14); trainable parameters that got no gradient after
+  the first step stop the run naming them (FAULTS 13);
+- ``metrics.jsonl`` from the trainer's logs.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from align.config import ConfigError, config_hash, stage_dir, to_plain
+from align.tracking import RunRecorder, read_manifest
+
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
+# Training settings that do not change what a run computes (safe to change between an interruption and a resume).
+BOOKKEEPING_KEYS = {
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "disable_tqdm",
+    "report_to",
+    "output_dir",
+    "logging_dir",
+    "run_name",
+    "dataloader_num_workers",
+    "eval_steps",
+    "push_to_hub",
+}
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+class NoGradientError(RuntimeError):
+    pass
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    if not all((path / f).is_file() for f in CHECKPOINT_FILES):
+        return False
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        return False
+    return any(path.glob("rng_state*.pth"))
+
+
+def find_resume_checkpoint(ckpt_root: Path, log=print) -> str | None:
+    """The newest complete ``checkpoint-N`` under ``ckpt_root``; incomplete newer ones are reported and skipped."""
+    if not ckpt_root.is_dir():
+        return None
+    ckpts = sorted(
+        (p for p in ckpt_root.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+        reverse=True,
+    )
+    for p in ckpts:
+        if is_complete_checkpoint(p):
+            return str(p)
+        log(f"[align] warning: {p} is incomplete (interrupted while saving?); falling back to an earlier checkpoint")
+    return None
+
+
+def semantic_hash(recipe: Any) -> str:
+    plain = to_plain(recipe)
+    if isinstance(plain.get("training"), dict):
+        plain["training"] = {k: v for k, v in plain["training"].items() if k not in BOOKKEEPING_KEYS}
+    return config_hash(plain)
+
+
+@dataclass
+class StagePlan:
+    """What to do in a stage directory: skip (already complete), resume from a checkpoint, or start."""
+
+    out_dir: Path
+    action: str  # "skip" | "resume" | "start"
+    checkpoint: str | None = None
+    config_hash: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def plan_stage(recipe: Any, log=print) -> StagePlan:
+    out = stage_dir(recipe)
+    h = semantic_hash(recipe)
+    manifest = read_manifest(out)
+    mode = recipe.run.resume
+    if mode not in ("auto", "never") and not Path(mode).is_dir():
+        raise ConfigError(f"run.resume={mode!r}: use auto, never, or an existing checkpoint directory.")
+    if manifest and manifest.get("config_hash") not in (None, h):
+        if mode == "auto":
+            raise ConfigError(
+                f"{out} was produced by a different recipe (config hash {manifest.get('config_hash')} != {h}). "
+                "Resuming would mix two runs: use a new run.name, or delete that directory, or set run.resume=never."
+            )
+    if mode == "never":
+        if manifest and manifest.get("status") == "complete":
+            raise ConfigError(
+                f"{out} already holds a complete {recipe.STAGE} run; use a new run.name or "
+                "run.resume=auto to reuse it."
+            )
+        return StagePlan(out, "start", config_hash=h)
+    if manifest and manifest.get("status") == "complete" and (out / "model").is_dir():
+        return StagePlan(out, "skip", config_hash=h)
+    ckpt = mode if Path(mode).is_dir() else find_resume_checkpoint(out / "checkpoints", log=log)
+    return StagePlan(out, "resume" if ckpt else "start", checkpoint=ckpt, config_hash=h)
+
+
+class GuardCallback(TrainerCallback):
+    """Skips optimizer steps whose loss or gradients are not finite and checks that trainable parameters learn."""
+
+    def __init__(self, max_nonfinite: int, recorder: RunRecorder | None = None):
+        self.max_nonfinite = max_nonfinite
+        self.recorder = recorder
+        self.pending_nonfinite_loss = False
+        self.skipped = 0
+        self.in_a_row = 0
+        self.checked_grads = False
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not self.checked_grads:
+            missing = [n for n, p in params if p.grad is None]
+            if missing and not self.pending_nonfinite_loss:
+                raise NoGradientError(
+                    f"{len(missing)} trainable parameter(s) got no gradient after the first step, e.g. "
+                    f"{missing[:5]}. Check lora.target_modules (they must name modules the forward pass uses) and "
+                    "that gradient checkpointing is compatible (enable input grads)."
+                )
+            self.checked_grads = True
+        bad_grad = any(p.grad is not None and not torch.isfinite(p.grad).all() for _, p in params)
+        if self.pending_nonfinite_loss or bad_grad:
+            for _, p in params:
+                p.grad = None  # AdamW skips parameters without a gradient: this step changes nothing
+            self.skipped += 1
+            self.in_a_row += 1
+            if self.recorder:
+                self.recorder.log(
+                    {"nonfinite_step_skipped": 1, "nonfinite_skipped_total": self.skipped}, step=state.global_step
+                )
+            if self.in_a_row >= self.max_nonfinite:
+                raise NonFiniteError(
+                    f"{self.in_a_row} optimizer steps in a row had a non-finite loss or gradient (step "
+                    f"{state.global_step}). The last complete checkpoint is kept. Lower the learning rate, use bf16 "
+                    "instead of fp16, or check the data for extreme lengths."
+                )
+        else:
+            self.in_a_row = 0
+        self.pending_nonfinite_loss = False
+
+
+class GuardedTrainerMixin:
+    """Mix into a TRL trainer: a non-finite loss does not backpropagate; the guard callback skips the step."""
+
+    align_guard: GuardCallback | None = None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        loss = out[0] if return_outputs else out
+        if model.training and not torch.isfinite(loss.detach()).all():
+            if self.align_guard is not None:
+                self.align_guard.pending_nonfinite_loss = True
+            # A zero that still depends on the trainable weights: backward runs and yields zero gradients, which
+            # the guard then drops, so nothing NaN reaches the optimizer.
+            zero = sum((p.sum() * 0.0) for p in model.parameters() if p.requires_grad)
+            return (zero, out[1]) if return_outputs else zero
+        return out
+
+
+class MetricsCallback(TrainerCallback):
+    """Every trainer log line goes to ``metrics.jsonl``; the last values become the manifest's final metrics."""
+
+    def __init__(self, recorder: RunRecorder):
+        self.recorder = recorder
+        self.last: dict[str, Any] = {}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            self.recorder.log(logs, step=state.global_step)
+            self.last.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
+
+
+def save_final(trainer: Any, out_dir: Path, tokenizer: Any, extra_files: dict[str, str] | None = None) -> Path:
+    """Save the final adapter/model with its tokenizer (and chat template) to ``<stage>/model``."""
+    model_dir = out_dir / "model"
+    trainer.save_model(str(model_dir))
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(str(model_dir))
+        for name, text in (extra_files or {}).items():
+            (model_dir / name).write_text(text)
+    trainer.accelerator.wait_for_everyone()
+    return model_dir
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=str))
+
+
+def quiet_known_warnings() -> None:
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated.*")
+    warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated.*")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The stage context: one object carrying a stage from recipe to manifest
+
+
+def require_data(recipe: Any) -> None:
+    if recipe.data is None:
+        raise ConfigError(
+            f"The {recipe.STAGE} recipe has no data section. Add e.g.\n  data:\n    sources:\n"
+            "      - path: builtin:bundled"
+        )
+    if recipe.training is None:
+        raise ConfigError("The recipe has no training section (internal: load recipes with align.config.load_recipe).")
+
+
+def to_dataset(rows: list[dict[str, Any]]):
+    from datasets import Dataset
+
+    return Dataset.from_list(rows)
+
+
+def guarded(trainer_cls: type) -> type:
+    """``trainer_cls`` with the non-finite-loss guard mixed in."""
+    return type(f"Guarded{trainer_cls.__name__}", (GuardedTrainerMixin, trainer_cls), {})
+
+
+def resolve_init_from(path: str | None) -> Path | None:
+    """A stage directory (uses its ``model/``) or an adapter/model directory."""
+    if not path:
+        return None
+    p = Path(path)
+    if (p / "model").is_dir():
+        p = p / "model"
+    if not p.is_dir():
+        raise ConfigError(
+            f"init_from={path!r} does not exist; point it at an earlier stage's directory "
+            "(runs/<name>/sft) or an adapter directory."
+        )
+    return p
+
+
+class StageContext:
+    def __init__(self, recipe: Any, log=print):
+        from accelerate import PartialState
+
+        from align.models import load_tokenizer, resolve_model_path
+        from align.templates import apply_template_choice
+        from align.tracking import setup_trackers
+
+        quiet_known_warnings()
+        import datasets
+
+        datasets.disable_progress_bars()  # per-map bars for a few hundred rows are noise; training keeps its bar
+        self.recipe = recipe
+        self.log = log
+        self.state = PartialState()
+        self.is_main = self.state.is_main_process
+        self.plan = plan_stage(recipe, log=log if self.is_main else (lambda *a: None))
+        self.out_dir = self.plan.out_dir
+        self.model_path = resolve_model_path(recipe.model.name_or_path, log=log)
+        self.init_from = resolve_init_from(getattr(recipe, "init_from", None))
+        tok_src = (
+            str(self.init_from)
+            if self.init_from and (self.init_from / "tokenizer_config.json").exists()
+            else self.model_path
+        )
+        self.tokenizer = load_tokenizer(
+            tok_src, revision=recipe.model.revision, trust_remote_code=recipe.model.trust_remote_code
+        )
+        self.chat_template = apply_template_choice(self.tokenizer, recipe.template.chat_template)
+        if recipe.training is not None:
+            recipe.training.report_to = setup_trackers(recipe.run.report_to, recipe.run.wandb_project)
+        self.recorder: RunRecorder | None = None
+        self.metrics_cb: MetricsCallback | None = None
+        self.guard: GuardCallback | None = None
+        self.trainer = None
+
+    # -- data ---------------------------------------------------------------------------------------------------
+
+    def encoder(self, max_length: int | None):
+        from align.templates import Encoder
+
+        return Encoder(self.tokenizer, max_length=max_length)
+
+    def tokenize(self, prepared: Any, records: list[Any], encode) -> list[dict[str, Any]]:
+        from align.data.prepare import tokenize_records
+        from align.data.validate import check_drop_fraction
+
+        rows = tokenize_records(records, encode, prepared.report)
+        check_drop_fraction(prepared.report, self.recipe.data.max_drop_fraction)
+        return rows
+
+    # -- models -------------------------------------------------------------------------------------------------
+
+    def load_base(self, loader=None):
+        from align.models import load_causal_lm
+
+        m = self.recipe.model
+        loader = loader or load_causal_lm
+        model = loader(self.model_path, dtype=m.dtype, revision=m.revision, trust_remote_code=m.trust_remote_code)
+        return model
+
+    def load_policy(self, *, merge_init: bool = True):
+        """The base with ``init_from`` applied: an adapter is merged into the weights (the new LoRA trains on top)."""
+        model = self.load_base()
+        if self.init_from is not None:
+            model = merge_adapter_into(model, self.init_from)
+        model.config.use_cache = False
+        return model
+
+    def peft_config(self, task_type: str, modules_to_save: list[str] | None = None):
+        if not self.recipe.lora.enabled:
+            return None
+        from align.models import lora_config
+
+        return lora_config(self.recipe.lora, task_type, modules_to_save)
+
+    # -- run ----------------------------------------------------------------------------------------------------
+
+    def start(self, trainer: Any, prepared: Any, parent: str | None = None) -> None:
+        self.trainer = trainer
+        self.recorder = RunRecorder(
+            run_dir=self.out_dir,
+            stage=self.recipe.STAGE,
+            config=to_plain(self.recipe),
+            config_hash=self.plan.config_hash,
+            model_ref=self.recipe.model.name_or_path,
+            parent=parent or (str(self.init_from) if self.init_from else None),
+            data=prepared.manifest_info() if prepared is not None else {},
+            is_main=self.is_main,
+        )
+        self.recorder.start()
+        self.metrics_cb = MetricsCallback(self.recorder)
+        self.guard = GuardCallback(self.recipe.run.max_nonfinite_steps, self.recorder)
+        trainer.add_callback(self.metrics_cb)
+        trainer.add_callback(self.guard)
+        trainer.align_guard = self.guard
+        if self.plan.action == "resume" and self.is_main:
+            self.log(f"[align] resuming {self.recipe.STAGE} from {self.plan.checkpoint}")
+
+    def train(self, trainer: Any) -> None:
+        try:
+            trainer.train(resume_from_checkpoint=self.plan.checkpoint if self.plan.action == "resume" else None)
+        except BaseException as e:
+            if self.recorder is not None:
+                self.recorder.finish(self.final_metrics(), status="failed", error=f"{type(e).__name__}: {e}")
+            raise
+
+    def final_metrics(self) -> dict[str, Any]:
+        out = dict(self.metrics_cb.last) if self.metrics_cb else {}
+        if self.guard is not None:
+            out["nonfinite_steps_skipped"] = self.guard.skipped
+        return out
+
+    def save(self, trainer: Any) -> Path:
+        extra = {"chat_template.jinja": self.chat_template}
+        return save_final(trainer, self.out_dir, self.tokenizer, extra)
+
+    def save_merged(self, trainer: Any, out: Path) -> Path:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if self.is_main:
+            merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+            merged.save_pretrained(str(out), safe_serialization=True)
+            self.tokenizer.save_pretrained(str(out))
+        trainer.accelerator.wait_for_everyone()
+        return out
+
+    def finish(self, metrics: dict[str, Any], **extra: Any) -> Path:
+        if self.recorder is not None:
+            self.recorder.finish(metrics, status="complete", model_dir=str(self.out_dir / "model"), **extra)
+        if self.is_main:
+            self.log(f"[align] {self.recipe.STAGE} complete: {self.out_dir}")
+        return self.out_dir
+
+    def done_already(self) -> Path:
+        if self.is_main:
+            self.log(
+                f"[align] {self.recipe.STAGE} already complete in {self.out_dir} (same config); skipping. "
+                "Use a new run.name to train again."
+            )
+        return self.out_dir
+
+
+def begin(recipe: Any) -> StageContext:
+    return StageContext(recipe)
+
+
+def merge_adapter_into(model: Any, adapter_dir: Path) -> Any:
+    """Apply a saved LoRA adapter and merge it, giving plain weights to train a fresh adapter on; a full model
+    directory instead replaces the base weights."""
+    if (adapter_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    from align.models import load_causal_lm
+
+    return load_causal_lm(str(adapter_dir), dtype=str(model.dtype).replace("torch.", ""))

@@ -1,0 +1,158 @@
+"""Direct preference optimisation: TRL ``DPOTrainer`` with LoRA and an explicit reference model.
+
+    align dpo recipes/tiny/dpo.yaml
+    accelerate launch -m align dpo recipes/smollm2-135m/dpo.yaml training.beta=0.2 training.loss_type=[ipo]
+
+The reference is an explicit choice (FAULTS 12):
+
+- ``reference: sft`` (default): the ``init_from`` adapter (the SFT output) is merged into the base weights and a
+  fresh LoRA trains on top; the reference is that model with the adapter disabled, i.e. the SFT policy.
+- ``reference: base``: the ``init_from`` adapter itself keeps training; the reference is the base model with the
+  adapter disabled. Policy and reference then differ from step 0 by design.
+
+Step-0 check: when policy and reference start equal, the first batch must give rewards 0 (and loss ln 2 for the
+sigmoid loss); otherwise the reference is not what the recipe says and the run stops before training.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from trl import DPOConfig, DPOTrainer
+
+from align.agreement import AgreementConfig
+from align.config import ConfigError, LoraSection, ModelSection, RunSection, TemplateSection
+from align.data.spec import DataConfig
+from align.stages import common
+
+
+class ReferenceCheckError(RuntimeError):
+    pass
+
+
+@dataclass
+class Recipe:
+    STAGE: ClassVar[str] = "dpo"
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataConfig | None = None
+    agreement: AgreementConfig | None = field(default=None, metadata={"help": "Annotator agreement gate."})
+    template: TemplateSection = field(default_factory=TemplateSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    training: DPOConfig | None = None
+    run: RunSection = field(default_factory=RunSection)
+    init_from: str | None = field(default=None, metadata={"help": "SFT stage directory or adapter to start from."})
+    reference: str = field(default="sft", metadata={"help": "sft (init_from merged, adapter off) or base."})
+    step0_check: bool = field(default=True, metadata={"help": "Check rewards == 0 at step 0 when policy == ref."})
+
+    @staticmethod
+    def training_defaults() -> dict[str, Any]:
+        return {
+            "learning_rate": 5e-5,
+            "per_device_train_batch_size": 8,
+            "num_train_epochs": 1,
+            "beta": 0.1,
+            "max_length": 512,
+            "lr_scheduler_type": "cosine",
+            "loss_type": ["sigmoid"],
+        }
+
+    def __post_init__(self) -> None:
+        common.require_data(self)
+        if self.reference not in ("sft", "base"):
+            raise ConfigError(f"reference={self.reference!r}: use sft (the init_from policy) or base.")
+        if not self.lora.enabled:
+            raise ConfigError(
+                "DPO in align trains a LoRA adapter (the reference is the adapter-disabled model); "
+                "set lora.enabled=true."
+            )
+
+
+class PreTokenizedDPOTrainer(DPOTrainer):
+    """DPOTrainer that accepts align's pre-tokenized rows (prompt_ids/chosen_ids/rejected_ids) as they are.
+
+    TRL 1.16 always re-tokenizes from text; align tokenizes once with its template guards instead."""
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        if "prompt_ids" in dataset.column_names:
+            return dataset
+        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+
+def step0_check(trainer: Any, loss_types: list[str], tol: float = 1e-4) -> dict[str, float]:
+    """Rewards must be 0 (and the sigmoid loss ln 2) on the first batch when policy == reference."""
+    model = trainer.model
+    was_training = model.training
+    model.eval()
+    batch = next(iter(trainer.get_train_dataloader()))
+    batch = trainer._prepare_inputs(batch)
+    trainer._metrics["eval"].clear()
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, batch).item()
+    m = {k: sum(v) / len(v) for k, v in trainer._metrics["eval"].items() if v}
+    trainer._metrics["eval"].clear()
+    model.train(was_training)
+    out = {
+        "loss": loss,
+        "rewards_chosen": m.get("rewards/chosen", 0.0),
+        "rewards_rejected": m.get("rewards/rejected", 0.0),
+    }
+    bad = abs(out["rewards_chosen"]) > tol or abs(out["rewards_rejected"]) > tol
+    if loss_types == ["sigmoid"]:
+        bad = bad or abs(loss - math.log(2)) > tol
+    if bad:
+        raise ReferenceCheckError(
+            f"Step-0 check failed: with policy == reference the rewards must be 0 and the sigmoid loss ln 2 = 0.6931, "
+            f"got {out}. The reference model is not the starting policy: check `reference` and `init_from`, and "
+            "that the adapter starts at zero (a fresh LoRA)."
+        )
+    return out
+
+
+def run(recipe: Recipe, callbacks: list | None = None):
+    from align.data.prepare import prepare_preferences
+
+    ctx = common.begin(recipe)
+    if ctx.plan.action == "skip":
+        return ctx.done_already()
+    data = prepare_preferences(recipe.data, recipe.agreement)
+    enc = ctx.encoder(max_length=recipe.training.max_length)
+    train = ctx.tokenize(data, data.train, lambda r: enc.preference(r.prompt, r.chosen, r.rejected))
+    evals = ctx.tokenize(data, data.eval, lambda r: enc.preference(r.prompt, r.chosen, r.rejected))
+    args = recipe.training
+    if evals and args.eval_strategy == "no":
+        args.eval_strategy = "epoch"
+
+    policy_equals_ref = ctx.init_from is None or recipe.reference == "sft"
+    if ctx.init_from is not None and recipe.reference == "base":
+        from peft import PeftModel
+
+        base = ctx.load_base()
+        base.config.use_cache = False
+        model = PeftModel.from_pretrained(base, str(ctx.init_from), is_trainable=True)
+        peft_config = None
+    else:
+        model = ctx.load_policy()
+        peft_config = ctx.peft_config("CAUSAL_LM")
+    trainer = common.guarded(PreTokenizedDPOTrainer)(
+        model=model,
+        args=args,
+        train_dataset=common.to_dataset(train),
+        eval_dataset=common.to_dataset(evals) if evals else None,
+        processing_class=ctx.tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    ctx.start(trainer, data)
+    extra: dict[str, Any] = {"reference": recipe.reference if ctx.init_from else "base (no init_from)"}
+    if recipe.step0_check and policy_equals_ref and ctx.plan.action == "start":
+        extra["step0"] = step0_check(trainer, list(args.loss_type))
+        ctx.recorder.log({"step0_check": extra["step0"]}, step=0)
+    ctx.train(trainer)
+    metrics = dict(ctx.final_metrics())
+    if evals:
+        metrics.update(trainer.evaluate())
+    ctx.save(trainer)
+    return ctx.finish(metrics, **extra)

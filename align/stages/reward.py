@@ -1,0 +1,179 @@
+"""Pairwise (Bradley-Terry) reward model: TRL ``RewardTrainer`` on a sequence-classification head, LoRA.
+
+    align rm recipes/tiny/rm.yaml
+    accelerate launch -m align rm recipes/smollm2-135m/rm.yaml init_from=runs/quickstart/sft
+
+The score head is trained in full and saved with the adapter (``modules_to_save``), so a save/reload round trip
+gives the same scores (FAULTS 16). Scores are read at the last non-pad token, which is the same position for left
+and right padding (FAULTS 11). Evaluation stores accuracy, margin and the reward mean/std (``reward_stats.json``,
+used by PPO to normalise) and compares the model's preferences with the human annotators
+(``align.agreement.model_vs_humans``) when the eval split carries labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from trl import RewardConfig, RewardTrainer
+
+from align.agreement import AgreementConfig
+from align.config import ConfigError, LoraSection, ModelSection, RunSection, TemplateSection
+from align.data.spec import DataConfig
+from align.stages import common
+
+
+@dataclass
+class Recipe:
+    STAGE: ClassVar[str] = "rm"
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataConfig | None = None
+    agreement: AgreementConfig | None = field(default=None, metadata={"help": "Annotator agreement gate."})
+    template: TemplateSection = field(default_factory=TemplateSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    training: RewardConfig | None = None
+    run: RunSection = field(default_factory=RunSection)
+    init_from: str | None = field(default=None, metadata={"help": "SFT stage directory or adapter to start from."})
+    use_margin: bool = field(default=False, metadata={"help": "Train with the records' margin column."})
+
+    @staticmethod
+    def training_defaults() -> dict[str, Any]:
+        return {
+            "learning_rate": 1e-4,
+            "per_device_train_batch_size": 8,
+            "num_train_epochs": 1,
+            "max_length": 512,
+            "lr_scheduler_type": "cosine",
+        }
+
+    def __post_init__(self) -> None:
+        common.require_data(self)
+        if self.training.center_rewards_coefficient is not None and self.training.center_rewards_coefficient < 0:
+            raise ConfigError("training.center_rewards_coefficient must be >= 0 (e.g. 0.01) or null.")
+
+
+@torch.no_grad()
+def score_sequences(
+    model: Any, sequences: list[list[int]], pad_id: int, batch_size: int = 16, padding_side: str = "right"
+) -> list[float]:
+    """Reward for each token-id sequence (batched, padded, attention-masked). Used by eval, PPO and compare."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: list[float] = []
+    for i in range(0, len(sequences), batch_size):
+        chunk = sequences[i : i + batch_size]
+        width = max(len(s) for s in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for j, s in enumerate(chunk):
+            if padding_side == "right":
+                ids[j, : len(s)] = torch.tensor(s)
+                mask[j, : len(s)] = 1
+            else:
+                ids[j, width - len(s) :] = torch.tensor(s)
+                mask[j, width - len(s) :] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+        out.extend(logits[:, 0].float().cpu().tolist())
+    model.train(was_training)
+    return out
+
+
+def evaluate_pairs(model: Any, rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    chosen = score_sequences(model, [r["chosen_ids"] for r in rows], pad_id)
+    rejected = score_sequences(model, [r["rejected_ids"] for r in rows], pad_id)
+    margins = [c - r for c, r in zip(chosen, rejected)]
+    allr = torch.tensor(chosen + rejected)
+    return {
+        "accuracy": sum(m > 0 for m in margins) / max(len(margins), 1),
+        "mean_margin": sum(margins) / max(len(margins), 1),
+        "reward_mean": allr.mean().item(),
+        "reward_std": allr.std().item() if len(allr) > 1 else 0.0,
+        "n_pairs": len(margins),
+        "margins": margins,
+    }
+
+
+def run(recipe: Recipe, callbacks: list | None = None):
+    from align.agreement import model_vs_humans
+    from align.data.prepare import prepare_preferences
+    from align.models import load_sequence_classifier
+
+    ctx = common.begin(recipe)
+    if ctx.plan.action == "skip":
+        return ctx.done_already()
+    data = prepare_preferences(recipe.data, recipe.agreement)
+    enc = ctx.encoder(max_length=recipe.training.max_length)
+
+    def encode(r):
+        row = enc.reward_pair(r.prompt, r.chosen, r.rejected)
+        if recipe.use_margin:
+            row["margin"] = float(r.margin or 0.0)
+        return row
+
+    train = ctx.tokenize(data, data.train, encode)
+    eval_records = [r for r in data.eval]
+    evals = ctx.tokenize(data, eval_records, encode)
+    args = recipe.training
+    if evals and args.eval_strategy == "no":
+        args.eval_strategy = "epoch"
+
+    pad_id = ctx.tokenizer.pad_token_id
+    model = load_sequence_classifier(
+        ctx.model_path, dtype=recipe.model.dtype, pad_token_id=pad_id, trust_remote_code=recipe.model.trust_remote_code
+    )
+    if ctx.init_from is not None:
+        model = merge_lm_adapter_into_classifier(model, ctx.init_from)
+    model.config.use_cache = False
+    trainer = common.guarded(RewardTrainer)(
+        model=model,
+        args=args,
+        train_dataset=common.to_dataset(train),
+        eval_dataset=common.to_dataset(evals) if evals else None,
+        processing_class=ctx.tokenizer,
+        peft_config=ctx.peft_config("SEQ_CLS", modules_to_save=["score"]),
+        callbacks=callbacks,
+    )
+    ctx.start(trainer, data)
+    ctx.train(trainer)
+    metrics = dict(ctx.final_metrics())
+    extra: dict[str, Any] = {}
+    model_dir = ctx.save(trainer)
+    if evals:
+        ev = evaluate_pairs(trainer.model, evals, pad_id)
+        margins = ev.pop("margins")
+        metrics.update({f"eval_{k}": v for k, v in ev.items()})
+        if ctx.is_main:
+            common.write_json(
+                model_dir / "reward_stats.json",
+                {"mean": ev["reward_mean"], "std": ev["reward_std"], "n": 2 * ev["n_pairs"]},
+            )
+        kept = [r for r in eval_records if r.annotations]
+        if kept and len(kept) == len(eval_records) == len(margins):
+            names = sorted({a for r in kept for a in r.annotations})
+            # Annotator labels are in the orientation as read; flipped records were swapped, so flip labels too.
+            ann = {a: [_oriented(r, a) for r in kept] for a in names}
+            extra["model_vs_humans"] = model_vs_humans(margins, ann)
+    return ctx.finish(metrics, **extra)
+
+
+def _oriented(record: Any, annotator: str) -> float | None:
+    v = record.annotations.get(annotator)
+    if v is None:
+        return None
+    return -v if record.meta.get("flipped") else v
+
+
+def merge_lm_adapter_into_classifier(model: Any, adapter_dir: Path) -> Any:
+    """Start a reward model from an SFT adapter: the adapter's LoRA deltas are merged into the backbone."""
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ConfigError(
+            f"init_from {adapter_dir} is not a LoRA adapter directory; for a full model, set "
+            "model.name_or_path to it instead."
+        )
+    from peft import PeftModel
+
+    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    return merged
