@@ -121,14 +121,42 @@ class RunSection:
 # Coercion of YAML values to declared field types
 
 
+def _looks_structured(text: str) -> bool:
+    t = text.strip()
+    return t.startswith(("[", "{")) or t.lower() in ("null", "none", "~")
+
+
 def _type_name(tp: Any) -> str:
     if isinstance(tp, type):
         return tp.__name__
     return str(tp).replace("typing.", "")
 
 
+class RawOverride(str):
+    """A ``key=value`` override's text, parsed only once the target field's type is known: ``no`` stays the
+    string "no" for a string field (YAML 1.1 would read it as false) and ``1e-4`` becomes a float for a float."""
+
+
 def coerce(value: Any, tp: Any, key: str) -> Any:
     """Coerce ``value`` (from YAML or an override) to the declared type ``tp``; raise ConfigError naming ``key``."""
+    if isinstance(value, RawOverride):
+        if (
+            tp is str
+            or (isinstance(tp, type) and issubclass(tp, enum.Enum))
+            or typing.get_origin(tp) is typing.Literal
+        ):
+            value = str(value)
+        elif (
+            typing.get_origin(tp) in (typing.Union, types.UnionType)
+            and any(a is str or (isinstance(a, type) and issubclass(a, enum.Enum)) for a in typing.get_args(tp))
+            and not _looks_structured(value)
+        ):
+            value = str(value)
+        else:
+            try:
+                value = yaml.safe_load(value) if value != "" else ""
+            except yaml.YAMLError:
+                value = str(value)
     if tp is Any or tp is typing.Any or tp is object:
         return value
     origin = typing.get_origin(tp)
@@ -138,7 +166,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             return None
         if isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args:
             return None
-        errors = []
+        errors: list[str] = []
         # Prefer an exact type match before trying conversions (e.g. "all-linear" for list[str] | str).
         for a in args:
             if a is not type(None) and isinstance(a, type) and isinstance(value, a) and not isinstance(value, bool):
@@ -149,6 +177,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             try:
                 return coerce(value, a, key)
             except ConfigError as e:
+                if dataclasses.is_dataclass(a) and isinstance(value, dict):
+                    raise  # the section's own, more precise message (unknown key, wrong type inside)
                 errors.append(str(e))
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}.")
     if origin is typing.Literal:
@@ -172,6 +202,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping, got {value!r}.")
         return value
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if isinstance(value, bool) and not value and "no" in [m.value for m in tp]:
+            value = "no"  # YAML 1.1 reads `eval_strategy: no` as false
         try:
             return tp(value)
         except ValueError:
@@ -277,10 +309,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         key = key.strip()
         if not key:
             raise ConfigError(f"Override {item!r} has an empty key.")
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
+        value = RawOverride(raw)
         node = out
         parts = key.split(".")
         for p in parts[:-1]:

@@ -415,3 +415,23 @@ def lora_config(section, task_type: str, modules_to_save: list[str] | None = Non
         task_type=task_type,
         bias="none",
     )
+
+
+def load_reward_model(path: str, *, dtype: str = "float32"):
+    """A reward model saved by ``align rm``: a LoRA adapter + score head (merged here for fast scoring) or a full
+    sequence-classification model. Stock equivalent: ``AutoPeftModelForSequenceClassification.from_pretrained(
+    path, num_labels=1)`` (``num_labels=1`` matters: the base model's config says 2)."""
+    p = Path(path)
+    if (p / "model").is_dir():
+        p = p / "model"
+    if (p / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForSequenceClassification
+
+        model = AutoPeftModelForSequenceClassification.from_pretrained(str(p), num_labels=1, dtype=torch_dtype(dtype))
+        model = model.merge_and_unload()
+    else:
+        model = load_sequence_classifier(str(p), dtype=dtype)
+    tok = load_tokenizer(str(p))
+    model.config.pad_token_id = tok.pad_token_id
+    model.eval()
+    return model, tok

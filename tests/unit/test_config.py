@@ -33,8 +33,19 @@ class _Recipe:
     run: RunSection = field(default_factory=RunSection)
 
 
-def test_overrides_become_nested_dicts_with_yaml_scalars():
-    assert parse_overrides(["a.b.c=1", "a.d=x", "e=true"]) == {"a": {"b": {"c": 1}, "d": "x"}, "e": True}
+def test_overrides_become_nested_dicts_typed_by_the_target_field():
+    parsed = parse_overrides(["inner.rate=1e-4", "inner.names=[a, b]", "inner.flag=true", "inner.maybe=null"])
+    r = build_dataclass(_Recipe, parsed)
+    assert r.inner == _Inner(rate=1e-4, names=["a", "b"], flag=True, maybe=None)
+
+
+def test_yaml_words_like_no_stay_strings_for_string_fields():
+    from trl import SFTConfig
+
+    r = build_dataclass(_Recipe, parse_overrides(["run.name=no", "run.resume=off"]))
+    assert r.run.name == "no" and r.run.resume == "off"
+    cfg = build_dataclass(SFTConfig, {"eval_strategy": False, "output_dir": "x", "use_cpu": True, "bf16": False})
+    assert cfg.eval_strategy.value == "no"  # `eval_strategy: no` in a YAML file
 
 
 def test_override_without_equals_is_an_error_with_an_example():
