@@ -83,10 +83,40 @@ def build_parser() -> argparse.ArgumentParser:
         dp.add_argument("--format", default="auto", help="auto, hh-rlhf, pcr, conversational, implicit-prompt, ...")
         dp.add_argument("--json", action="store_true", help="machine-readable output")
         dp.add_argument("-o", "--output", help="output file or directory")
-        dp.add_argument("--name", help="card name (card)")
-        dp.add_argument("--eval-fraction", type=float, default=0.1, help="split: eval share")
-        dp.add_argument("--max-drop-fraction", type=float, default=None, help="error when more rows are dropped")
-        dp.add_argument("--sft", action="store_true", help="treat the source as SFT data")
+        dp.add_argument("--name", help="card name (card; default: the source's or recipe's name)")
+        dp.add_argument(
+            "--eval-fraction", type=float, default=None, help="eval share of prompts (default: the recipe's, or 0.1)"
+        )
+        dp.add_argument(
+            "--max-drop-fraction",
+            type=float,
+            default=None,
+            help="largest share of rows that may be dropped (default: the recipe's, or 0.05); validate exits 1 above "
+            "it, convert and split refuse to write when it is given",
+        )
+        dp.add_argument("--sft", action="store_true", help="treat the source as SFT data (default: detected)")
+        dp.add_argument("--seed", type=int, default=None, help="split seed and bootstrap seed (default: recipe's, 0)")
+        dp.add_argument(
+            "--tokenizer", help="card: model reference whose tokenizer measures lengths (default: the tiny tokenizer)"
+        )
+        dp.add_argument(
+            "--agreement-metric",
+            default=None,
+            help="headline statistic: fleiss_kappa, krippendorff_alpha, cohen_kappa_mean, percent_agreement",
+        )
+        dp.add_argument(
+            "--agreement-bootstrap",
+            type=int,
+            default=None,
+            help="bootstrap resamples for 95%% intervals, 0 for none (default: the recipe's, or 1000)",
+        )
+        dp.add_argument(
+            "--agreement-unreliable-below",
+            type=float,
+            default=None,
+            help="flag annotators whose leave-one-out kappa is below this (default: recipe's drop_annotators_below, "
+            "or 0.2)",
+        )
 
     sp = sub.add_parser("compare", help="generate with checkpoints on held-out prompts and compare them with a judge")
     sp.add_argument("checkpoints", nargs="+", help="run/stage directories or model references")
@@ -117,7 +147,12 @@ RESULT_OUT = sys.stdout
 
 
 def emit(text: str) -> None:
-    print(text, file=RESULT_OUT, flush=True)
+    try:
+        print(text, file=RESULT_OUT, flush=True)
+    except BrokenPipeError:  # `align data ... --json | head`: the reader left, which is fine
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), RESULT_OUT.fileno())
 
 
 def _print(obj: Any, as_json: bool) -> None:

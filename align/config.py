@@ -414,7 +414,7 @@ COMMON_TRAINING_DEFAULTS: dict[str, Any] = {
     "save_strategy": "steps",
     "save_steps": 50,
     "save_total_limit": 2,
-    "eval_strategy": "no",
+    "eval_strategy": "epoch",  # stages switch it off when there is no eval split
     "activation_checkpointing": False,
     "report_to": "none",
     "dataloader_num_workers": 0,

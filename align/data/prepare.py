@@ -80,6 +80,9 @@ def apply_agreement_to_records(records: list[PreferenceRecord], cfg: Any, report
             report.add_drop(vote.drop_reason, r.id)
             continue
         if vote.orientation < 0:
+            # The humans' majority prefers the side read as "rejected": swap the pair and negate every label, so
+            # labels keep meaning "+ = chosen preferred" in the record's new orientation.
+            flipped = {a: (None if v is None else -v) for a, v in r.annotations.items()}
             r = PreferenceRecord(
                 id=r.id,
                 prompt=r.prompt,
@@ -87,7 +90,7 @@ def apply_agreement_to_records(records: list[PreferenceRecord], cfg: Any, report
                 rejected=r.chosen,
                 source=r.source,
                 margin=r.margin,
-                annotations=r.annotations,
+                annotations=flipped,
                 meta={**r.meta, "flipped": True},
             )
         if getattr(cfg, "margin_from_votes", False) and r.margin is None:

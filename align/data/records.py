@@ -7,8 +7,9 @@ first), ``chosen`` and ``rejected`` are one-message assistant lists.
 Annotator labels are stored per annotator as a number in the orientation of the record *as read*:
 positive = the ``chosen`` side is preferred, negative = the ``rejected`` side is preferred, ``0`` = tie,
 ``None`` = this annotator did not label the item. Pairwise labels use -1/0/1; ordinal scales keep their
-value (e.g. -3..3). Aggregation (``align.agreement``) may flip a pair when the humans' majority prefers the
-``rejected`` side; ``meta["flipped"]`` records that.
+value (e.g. -3..3). Aggregation (``align.data.prepare``) may swap a pair when the humans' majority prefers the
+``rejected`` side; it then negates every label too (labels always refer to the record's current orientation) and
+sets ``meta["flipped"] = True``.
 """
 
 from __future__ import annotations

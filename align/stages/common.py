@@ -285,6 +285,11 @@ class StageContext:
         self.chat_template = apply_template_choice(self.tokenizer, recipe.template.chat_template)
         if recipe.training is not None:
             recipe.training.report_to = setup_trackers(recipe.run.report_to, recipe.run.wandb_project)
+        self.weights: dict[str, Any] = {
+            "base": recipe.model.name_or_path,
+            "merged": [],
+            "adapter": str(self.out_dir / "model"),
+        }
         self.recorder: RunRecorder | None = None
         self.metrics_cb: MetricsCallback | None = None
         self.guard: GuardCallback | None = None
@@ -315,12 +320,32 @@ class StageContext:
         model = loader(self.model_path, dtype=m.dtype, revision=m.revision, trust_remote_code=m.trust_remote_code)
         return model
 
+    def merged_chain(self, include_init: bool = True) -> list[str]:
+        """Adapters merged into the base under this stage's adapter: the init adapter's own chain, then (for a
+        fresh adapter on top) the init adapter itself."""
+        from align.checkpoints import merged_chain_of
+
+        if self.init_from is None or not (self.init_from / "adapter_config.json").is_file():
+            return []
+        chain = merged_chain_of(self.init_from)
+        return [*chain, str(self.init_from)] if include_init else chain
+
     def load_policy(self, *, merge_init: bool = True):
-        """The base with ``init_from`` applied: an adapter is merged into the weights (the new LoRA trains on top)."""
+        """The base with ``init_from`` merged into its weights (and whatever was merged under it): the new LoRA
+        trains on top, and disabling it gives exactly the ``init_from`` model."""
+        from align.checkpoints import merge_chain
+
         model = self.load_base()
-        if self.init_from is not None:
-            model = merge_adapter_into(model, self.init_from)
+        if self.init_from is not None and not (self.init_from / "adapter_config.json").is_file():
+            model = merge_adapter_into(model, self.init_from)  # a full model directory replaces the base
+        else:
+            model = merge_chain(model, self.merged_chain(include_init=merge_init))
         model.config.use_cache = False
+        self.weights = {
+            "base": self.recipe.model.name_or_path,
+            "merged": self.merged_chain(include_init=merge_init),
+            "adapter": str(self.out_dir / "model"),
+        }
         return model
 
     def peft_config(self, task_type: str, modules_to_save: list[str] | None = None):
@@ -382,7 +407,9 @@ class StageContext:
 
     def finish(self, metrics: dict[str, Any], **extra: Any) -> Path:
         if self.recorder is not None:
-            self.recorder.finish(metrics, status="complete", model_dir=str(self.out_dir / "model"), **extra)
+            self.recorder.finish(
+                metrics, status="complete", model_dir=str(self.out_dir / "model"), weights=self.weights, **extra
+            )
         if self.is_main:
             self.log(f"[align] {self.recipe.STAGE} complete: {self.out_dir}")
         return self.out_dir

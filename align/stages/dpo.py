@@ -122,15 +122,14 @@ def run(recipe: Recipe, callbacks: list | None = None):
     train = ctx.tokenize(data, data.train, lambda r: enc.preference(r.prompt, r.chosen, r.rejected))
     evals = ctx.tokenize(data, data.eval, lambda r: enc.preference(r.prompt, r.chosen, r.rejected))
     args = recipe.training
-    if evals and args.eval_strategy == "no":
-        args.eval_strategy = "epoch"
+    if not evals:
+        args.eval_strategy = "no"
 
     policy_equals_ref = ctx.init_from is None or recipe.reference == "sft"
     if ctx.init_from is not None and recipe.reference == "base":
         from peft import PeftModel
 
-        base = ctx.load_base()
-        base.config.use_cache = False
+        base = ctx.load_policy(merge_init=False)  # merges what lies under the init adapter, not the adapter itself
         model = PeftModel.from_pretrained(base, str(ctx.init_from), is_trainable=True)
         peft_config = None
     else:

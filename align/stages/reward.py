@@ -13,7 +13,6 @@ used by PPO to normalise) and compares the model's preferences with the human an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -117,15 +116,23 @@ def run(recipe: Recipe, callbacks: list | None = None):
     eval_records = [r for r in data.eval]
     evals = ctx.tokenize(data, eval_records, encode)
     args = recipe.training
-    if evals and args.eval_strategy == "no":
-        args.eval_strategy = "epoch"
+    if not evals:
+        args.eval_strategy = "no"
 
     pad_id = ctx.tokenizer.pad_token_id
     model = load_sequence_classifier(
         ctx.model_path, dtype=recipe.model.dtype, pad_token_id=pad_id, trust_remote_code=recipe.model.trust_remote_code
     )
     if ctx.init_from is not None:
-        model = merge_lm_adapter_into_classifier(model, ctx.init_from)
+        from align.checkpoints import merge_chain
+
+        model = merge_chain(model, ctx.merged_chain())
+        ctx.weights = {
+            "base": recipe.model.name_or_path,
+            "merged": ctx.merged_chain(),
+            "adapter": str(ctx.out_dir / "model"),
+            "head": "score",
+        }
     model.config.use_cache = False
     trainer = common.guarded(RewardTrainer)(
         model=model,
@@ -153,27 +160,6 @@ def run(recipe: Recipe, callbacks: list | None = None):
         kept = [r for r in eval_records if r.annotations]
         if kept and len(kept) == len(eval_records) == len(margins):
             names = sorted({a for r in kept for a in r.annotations})
-            # Annotator labels are in the orientation as read; flipped records were swapped, so flip labels too.
-            ann = {a: [_oriented(r, a) for r in kept] for a in names}
+            ann = {a: [r.annotations.get(a) for r in kept] for a in names}
             extra["model_vs_humans"] = model_vs_humans(margins, ann)
     return ctx.finish(metrics, **extra)
-
-
-def _oriented(record: Any, annotator: str) -> float | None:
-    v = record.annotations.get(annotator)
-    if v is None:
-        return None
-    return -v if record.meta.get("flipped") else v
-
-
-def merge_lm_adapter_into_classifier(model: Any, adapter_dir: Path) -> Any:
-    """Start a reward model from an SFT adapter: the adapter's LoRA deltas are merged into the backbone."""
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise ConfigError(
-            f"init_from {adapter_dir} is not a LoRA adapter directory; for a full model, set "
-            "model.name_or_path to it instead."
-        )
-    from peft import PeftModel
-
-    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    return merged

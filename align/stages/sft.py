@@ -67,8 +67,8 @@ def run(recipe: Recipe, callbacks: list | None = None):
     evals = ctx.tokenize(data, data.eval, lambda r: enc.sft(sft_messages(r)))
     model = ctx.load_policy()
     args = recipe.training
-    if evals and args.eval_strategy == "no":
-        args.eval_strategy = "epoch"
+    if not evals:
+        args.eval_strategy = "no"
     trainer_cls = common.guarded(SFTTrainer)
     trainer = trainer_cls(
         model=model,
