@@ -39,10 +39,14 @@ def merged_chain_of(adapter_dir: str | Path) -> list[str]:
 
 def merge_chain(model: Any, chain: list[str]) -> Any:
     """Merge each LoRA adapter of ``chain`` into ``model`` in order (plain weights come back)."""
-    from peft import PeftModel
+    from peft import PeftConfig, PeftModel
 
     for adapter in chain:
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        config = PeftConfig.from_pretrained(str(adapter))
+        # A causal-LM adapter merged under a reward model (RM initialised from SFT): load it task-agnostic, since
+        # the causal-LM wrapper expects generation methods a sequence classifier lacks.
+        config.task_type = None
+        model = PeftModel.from_pretrained(model, str(adapter), config=config).merge_and_unload()
     return model
 
 

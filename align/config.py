@@ -137,6 +137,20 @@ class RawOverride(str):
     string "no" for a string field (YAML 1.1 would read it as false) and ``1e-4`` becomes a float for a float."""
 
 
+def resolve_raw(obj: Any) -> Any:
+    """Override texts parsed as YAML, for mappings that are not typed dataclasses (e.g. a pipeline's top level)."""
+    if isinstance(obj, RawOverride):
+        try:
+            return yaml.safe_load(obj) if obj != "" else ""
+        except yaml.YAMLError:
+            return str(obj)
+    if isinstance(obj, dict):
+        return {k: resolve_raw(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [resolve_raw(v) for v in obj]
+    return obj
+
+
 def coerce(value: Any, tp: Any, key: str) -> Any:
     """Coerce ``value`` (from YAML or an override) to the declared type ``tp``; raise ConfigError naming ``key``."""
     if isinstance(value, RawOverride):
@@ -431,7 +445,11 @@ def load_recipe(cls: type, path: str | Path | None, overrides: list[str] | None 
     user's values; the run directory becomes TRL's ``output_dir`` unless the recipe sets one.
     """
     data = read_yaml(path) if path else {}
-    data = deep_merge(data, parse_overrides(overrides or []))
+    return load_recipe_dict(cls, deep_merge(data, parse_overrides(overrides or [])))
+
+
+def load_recipe_dict(cls: type, data: dict[str, Any]) -> Any:
+    """:func:`load_recipe` on an already-parsed mapping (the pipeline builds stage recipes this way)."""
     valid = sorted(_field_types(cls))
     for k in data:
         if k not in valid:

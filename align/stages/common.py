@@ -75,10 +75,65 @@ def find_resume_checkpoint(ckpt_root: Path, log=print) -> str | None:
     return None
 
 
+def data_file_hashes(data_cfg: Any) -> dict[str, str]:
+    """sha256 of every local or built-in data file a data section reads (hub sources: their id and revision), so
+    a stage re-runs when its data changed even though the recipe did not."""
+    import hashlib
+
+    from align.data.sources import list_data_files, resolve_builtin
+
+    out: dict[str, str] = {}
+    for spec in [*getattr(data_cfg, "sources", []), *getattr(data_cfg, "eval_sources", [])]:
+        path = spec.path
+        if spec.plugin:
+            out[f"plugin:{spec.plugin}"] = spec.plugin
+            continue
+        try:
+            files = (
+                [Path(str(resolve_builtin(path.removeprefix("builtin:"))))]
+                if path.startswith("builtin:")
+                else (
+                    list_data_files(Path(path))
+                    if Path(path).is_dir()
+                    else [Path(path)]
+                    if Path(path).is_file()
+                    else []
+                )
+            )
+        except Exception:  # a source that cannot be resolved fails later with the data layer's own message
+            files = []
+        if not files:
+            out[path] = f"remote:{spec.revision}"
+        for f in files:
+            out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+        ann = (spec.annotations or {}).get("path") if isinstance(spec.annotations, dict) else None
+        if ann and Path(ann).is_file():
+            out[ann] = hashlib.sha256(Path(ann).read_bytes()).hexdigest()[:16]
+    return out
+
+
+def upstream_identity(path: str | None) -> dict[str, Any] | None:
+    """What a stage depends on upstream (init_from, reward_model): the producing stage's config hash and end time,
+    so re-running SFT makes the stages built on it run again."""
+    if not path:
+        return None
+    from align.checkpoints import read_stage_manifest
+
+    m = read_stage_manifest(Path(path) / "model" if (Path(path) / "model").is_dir() else path)
+    if not m:
+        return {"path": str(path)}
+    return {"path": str(path), "config_hash": m.get("config_hash"), "ended_at": m.get("ended_at")}
+
+
 def semantic_hash(recipe: Any) -> str:
     plain = to_plain(recipe)
     if isinstance(plain.get("training"), dict):
         plain["training"] = {k: v for k, v in plain["training"].items() if k not in BOOKKEEPING_KEYS}
+    plain["_inputs"] = {
+        "data": data_file_hashes(recipe.data) if getattr(recipe, "data", None) is not None else {},
+        "init_from": upstream_identity(getattr(recipe, "init_from", None)),
+        "reward_model": upstream_identity(getattr(recipe, "reward_model", None)),
+    }
     return config_hash(plain)
 
 
@@ -411,6 +466,9 @@ class StageContext:
                 metrics, status="complete", model_dir=str(self.out_dir / "model"), weights=self.weights, **extra
             )
         if self.is_main:
+            from align.modelcard import write_model_card
+
+            write_model_card(self.out_dir)
             self.log(f"[align] {self.recipe.STAGE} complete: {self.out_dir}")
         return self.out_dir
 

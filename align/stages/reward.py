@@ -36,6 +36,13 @@ class Recipe:
     run: RunSection = field(default_factory=RunSection)
     init_from: str | None = field(default=None, metadata={"help": "SFT stage directory or adapter to start from."})
     use_margin: bool = field(default=False, metadata={"help": "Train with the records' margin column."})
+    train_on: str = field(
+        default="train",
+        metadata={
+            "help": "train (the usual split) or eval: train on the eval split's prompts only, giving a judge that "
+            "no policy trained on the same pairs saw (the pipeline's judge stage)."
+        },
+    )
 
     @staticmethod
     def training_defaults() -> dict[str, Any]:
@@ -49,6 +56,8 @@ class Recipe:
 
     def __post_init__(self) -> None:
         common.require_data(self)
+        if self.train_on not in ("train", "eval"):
+            raise ConfigError(f"train_on={self.train_on!r}: use train or eval.")
         if self.training.center_rewards_coefficient is not None and self.training.center_rewards_coefficient < 0:
             raise ConfigError("training.center_rewards_coefficient must be >= 0 (e.g. 0.01) or null.")
 
@@ -112,8 +121,11 @@ def run(recipe: Recipe, callbacks: list | None = None):
             row["margin"] = float(r.margin or 0.0)
         return row
 
+    if recipe.train_on == "eval":
+        # A judge: fit on the held-out prompts, and report accuracy on the training split (never trained on).
+        data.train, data.eval = data.eval, data.train
     train = ctx.tokenize(data, data.train, encode)
-    eval_records = [r for r in data.eval]
+    eval_records = list(data.eval)
     evals = ctx.tokenize(data, eval_records, encode)
     args = recipe.training
     if not evals:

@@ -1,0 +1,119 @@
+"""Model cards: a hub-format ``README.md`` in each final checkpoint directory (``<stage>/model``).
+
+Written from the stage's manifest, so it states what produced the checkpoint: base model, the adapters merged under
+it, stage and recipe, data sources with their data-card links, agreement, and final metrics.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Hub ids of the built-in models, for the card's `base_model` field.
+BASE_IDS = {"builtin:smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+STAGE_TAGS = {
+    "sft": ["sft"],
+    "rm": ["reward-model"],
+    "judge": ["reward-model"],
+    "dpo": ["dpo"],
+    "ppo": ["ppo", "rlhf"],
+}
+KEY_METRICS = (
+    "train_loss",
+    "eval_loss",
+    "eval_perplexity",
+    "eval_accuracy",
+    "eval_mean_margin",
+    "eval_rewards/accuracies",
+    "eval_rewards/margins",
+    "reward_mean",
+    "kl",
+    "nonfinite_steps_skipped",
+)
+
+
+def render_model_card(manifest: dict[str, Any], config_text: str = "") -> str:
+    stage = manifest.get("stage", "?")
+    weights = manifest.get("weights") or {}
+    base = weights.get("base") or manifest.get("model", "")
+    front = {
+        "base_model": BASE_IDS.get(base, base),
+        "library_name": "peft",
+        "tags": ["align", "lora", *STAGE_TAGS.get(stage, [stage])],
+        "pipeline_tag": "text-classification" if stage in ("rm", "judge") else "text-generation",
+    }
+    lines = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {stage} checkpoint trained with align",
+        "",
+        f"A LoRA adapter produced by the `{stage}` stage of the align pipeline on `{base}`.",
+        "",
+        "## Lineage",
+        "",
+        f"- base model: `{base}`",
+    ]
+    for m in weights.get("merged") or []:
+        lines.append(f"- merged into the base before training: `{m}`")
+    if manifest.get("parent"):
+        lines.append(f"- parent checkpoint: `{manifest['parent']}`")
+    if manifest.get("reward_model"):
+        lines.append(f"- reward model optimised against: `{manifest['reward_model']}`")
+    if manifest.get("reference"):
+        lines.append(f"- reference model: {manifest['reference']}")
+    data = manifest.get("data") or {}
+    lines += ["", "## Data", ""]
+    for src in data.get("sources") or []:
+        name = src.get("name", "")
+        card = Path("data_cards") / f"{name}.md"
+        link = f" (data card: `{card}` in the align repository)" if card.is_file() else ""
+        lines.append(f"- `{src.get('path')}`: {src.get('rows_taken', '?')} rows{link}")
+    if data:
+        drops = (data.get("drops") or {}).get("dropped") or {}
+        lines.append(
+            f"- train {data.get('train')} / eval {data.get('eval')} records; dropped: "
+            + (", ".join(f"{k} {v}" for k, v in drops.items()) or "none")
+        )
+        if data.get("agreement"):
+            ag = data["agreement"]
+            lines.append(
+                f"- annotator agreement: Krippendorff alpha {ag.get('krippendorff_alpha')}, "
+                f"band {ag.get('band')}, dropped annotators {ag.get('dropped_annotators')}"
+            )
+    metrics = manifest.get("metrics") or {}
+    shown = {k: metrics[k] for k in KEY_METRICS if k in metrics}
+    if shown:
+        lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in shown.items()]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from align.checkpoints import load_policy",
+        f"model, tokenizer, info = load_policy({str(weights.get('adapter', 'path/to/model'))!r})",
+        "```",
+        "",
+        f"Produced by align {manifest.get('code_version', '')} in {manifest.get('seconds', '?')} s; "
+        f"config hash `{manifest.get('config_hash')}`.",
+    ]
+    if config_text:
+        lines += ["", "## Recipe", "", "```yaml", config_text.strip(), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(stage_dir: str | Path) -> Path | None:
+    from align.tracking import atomic_write_text, read_manifest
+
+    stage_dir = Path(stage_dir)
+    manifest = read_manifest(stage_dir)
+    if not manifest or not (stage_dir / "model").is_dir():
+        return None
+    cfg = stage_dir / "config.yaml"
+    out = stage_dir / "model" / "README.md"
+    atomic_write_text(out, render_model_card(manifest, cfg.read_text() if cfg.is_file() else ""))
+    return out

@@ -1,0 +1,341 @@
+"""``align pipeline``: a recipe's stages in order, each into ``runs/<name>/<stage>/``, outputs passed along.
+
+    align pipeline recipes/quickstart.yaml
+    align pipeline recipes/quickstart.yaml --from dpo      # re-run dpo and everything after it
+    align pipeline recipes/quickstart.yaml --only compare  # re-run one stage
+
+A pipeline recipe holds shared sections (``model``, ``template``, ``lora``, ``data``, ``agreement``) and one
+section per stage (``sft``, ``rm``, ``judge``, ``dpo``, ``ppo``, ``compare``) whose keys override the shared ones
+for that stage. Wiring, unless a stage section sets it: the RM starts from the SFT adapter (``rm_from_sft``), DPO
+and PPO start from SFT, PPO scores with the RM, ``judge`` is a second reward model trained only on the eval split
+(prompts no policy saw), and ``compare`` compares base, SFT, DPO and PPO under the judge (or the RM when there is
+no judge stage). Every stage recipe is built and validated before anything runs.
+
+Re-running skips stages whose manifest says complete with the same inputs (config, data file hashes, and the
+upstream stages' identities), resumes an interrupted stage from its last complete checkpoint, and re-runs
+downstream stages when an upstream one changed. ``--from``/``--only`` move the chosen stages' old directories
+aside (``<stage>.prev``) and run them afresh.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from align.config import ConfigError, deep_merge, parse_overrides, read_yaml, resolve_raw
+
+STAGE_ORDER = ("data", "sft", "rm", "judge", "dpo", "ppo", "compare")
+TRAINING_STAGES = {
+    "sft": "align.stages.sft",
+    "rm": "align.stages.reward",
+    "judge": "align.stages.reward",
+    "dpo": "align.stages.dpo",
+    "ppo": "align.stages.ppo",
+}
+SHARED = ("model", "template", "lora", "data", "agreement")
+TOP_KEYS = {"name", "root", "seed", "stages", "rm_from_sft", "report_to", *SHARED, *STAGE_ORDER}
+
+
+@dataclass
+class Pipeline:
+    name: str
+    root: str
+    stages: list[str]
+    recipes: dict[str, Any] = field(default_factory=dict)  # stage -> built stage recipe (training stages)
+    compare: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def stage_dir(self, stage: str) -> Path:
+        return Path(self.root) / self.name / stage
+
+
+def build_pipeline(
+    path: str | None, overrides: list[str] | None = None, raw: dict[str, Any] | None = None
+) -> Pipeline:
+    """Read and validate the whole pipeline recipe; every stage's recipe is built here (fail fast)."""
+    from align.config import load_recipe_dict
+
+    data = raw if raw is not None else read_yaml(path) if path else {}
+    data = deep_merge(data, parse_overrides(overrides or []))
+    stage_sections = {k: data[k] for k in data if k in TRAINING_STAGES or k in ("compare", *SHARED)}
+    data = {**resolve_raw({k: v for k, v in data.items() if k not in stage_sections}), **stage_sections}
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        from align.config import unknown_key_message
+
+        raise ConfigError(unknown_key_message(unknown[0], sorted(TOP_KEYS), "the pipeline recipe"))
+    name = str(data.get("name") or "pipeline")
+    root = str(data.get("root") or "runs")
+    stages = list(data.get("stages") or ["data", "sft", "rm", "dpo", "compare"])
+    bad = [s for s in stages if s not in STAGE_ORDER]
+    if bad:
+        raise ConfigError(f"stages: unknown stage(s) {bad}; choose from {', '.join(STAGE_ORDER)}.")
+    stages = [s for s in STAGE_ORDER if s in stages]  # always in dependency order
+    pipe = Pipeline(name=name, root=root, stages=stages)
+    run_common = {
+        "name": name,
+        "root": root,
+        **({"seed": data["seed"]} if "seed" in data else {}),
+        **({"report_to": data["report_to"]} if "report_to" in data else {}),
+    }
+
+    def wired(stage: str) -> dict[str, Any]:
+        sec = dict(data.get(stage) or {})
+        if stage in ("rm",) and data.get("rm_from_sft", True) and "sft" in stages:
+            sec.setdefault("init_from", str(pipe.stage_dir("sft")))
+        if stage in ("dpo", "ppo") and "sft" in stages:
+            sec.setdefault("init_from", str(pipe.stage_dir("sft")))
+        if stage == "ppo" and "rm" in stages and "reward_fn" not in sec:
+            sec.setdefault("reward_model", str(pipe.stage_dir("rm")))
+        if stage == "judge":
+            sec.setdefault("train_on", "eval")
+        return sec
+
+    for stage in stages:
+        if stage == "data":
+            pipe.data = resolve_raw({"data": data.get("data"), "agreement": data.get("agreement")})
+            if not isinstance(pipe.data["data"], dict):
+                raise ConfigError("The data stage needs a top-level data section (the preference data).")
+            continue
+        if stage == "compare":
+            pipe.compare = dict(data.get("compare") or {})
+            continue
+        import importlib
+
+        module = importlib.import_module(TRAINING_STAGES[stage])
+        fields = set(module.Recipe.__dataclass_fields__)
+        stage_dict = {k: v for k, v in data.items() if k in SHARED and k in fields and v is not None}
+        stage_dict = deep_merge(stage_dict, wired(stage))
+        stage_dict["run"] = deep_merge(run_common, stage_dict.get("run") or {})
+        try:
+            recipe = load_recipe_dict(module.Recipe, stage_dict)
+        except ConfigError as e:
+            raise ConfigError(f"[{stage}] {e}") from None
+        if stage == "judge":
+            recipe.STAGE = "judge"  # type: ignore[misc]  # its own run directory
+            recipe.training.output_dir = str(pipe.stage_dir("judge") / "checkpoints")
+        pipe.recipes[stage] = recipe
+    return pipe
+
+
+def _move_aside(path: Path, log) -> None:
+    if path.exists():
+        prev = path.with_name(path.name + ".prev")
+        if prev.exists():
+            shutil.rmtree(prev)
+        path.rename(prev)
+        log(f"[align] pipeline: moved {path} aside to {prev}")
+
+
+def run_data_stage(pipe: Pipeline, log=print) -> dict[str, Any]:
+    """Validate the data, apply the agreement gate, write the data card and drop report into runs/<name>/data."""
+    from accelerate import PartialState
+
+    from align.data.card import card_hash_for
+    from align.data.commands import main as data_main
+    from align.tracking import atomic_write_text, read_manifest
+
+    out = pipe.stage_dir("data")
+    recipe_text = yaml.safe_dump({k: v for k, v in pipe.data.items() if v is not None}, sort_keys=True)
+    inputs = {"recipe": recipe_text, "files": _source_hashes(pipe.data["data"])}
+    key = _hash(inputs)
+    m = read_manifest(out)
+    if m and m.get("status") == "complete" and m.get("config_hash") == key:
+        log(f"[align] data already checked in {out}; skipping")
+        return m
+    state = PartialState()
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "recipe.yaml", recipe_text)
+        from types import SimpleNamespace
+
+        common = dict(
+            source=str(out / "recipe.yaml"),
+            format="auto",
+            json=True,
+            output=str(out),
+            name="data",
+            eval_fraction=None,
+            max_drop_fraction=None,
+            sft=False,
+            seed=None,
+            tokenizer=None,
+        )
+        t0 = time.time()
+        for action in ("validate", "card"):
+            rc = data_main(SimpleNamespace(data_command=action, **common))
+            if rc != 0:
+                raise ConfigError(f"[data] `align data {action}` failed (exit {rc}); see the message above.")
+        card = json.loads((out / "data.json").read_text())
+        manifest = {
+            "stage": "data",
+            "status": "complete",
+            "config_hash": key,
+            "card_hash": card_hash_for(out / "data.json"),
+            "seconds": round(time.time() - t0, 2),
+            "facts": {k: card.get(k) for k in ("rows", "splits", "agreement") if k in card},
+        }
+        atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, default=str))
+    state.wait_for_everyone()
+    return read_manifest(out) or {}
+
+
+def run_compare_stage(pipe: Pipeline, log=print) -> dict[str, Any]:
+    from accelerate import PartialState
+
+    from align.compare import CompareConfig, run_compare
+    from align.config import build_dataclass
+    from align.tracking import atomic_write_text, read_manifest
+
+    out = pipe.stage_dir("compare")
+    sec = dict(pipe.compare)
+    include_base = sec.pop("include_base", True)
+    ckpts = [str(pipe.stage_dir(s)) for s in ("sft", "dpo", "ppo") if s in pipe.stages]
+    base = next((r.model.name_or_path for r in pipe.recipes.values()), None)
+    if include_base and base:
+        ckpts = [base, *ckpts]
+    sec.setdefault("checkpoints", ckpts)
+    judge_stage = "judge" if "judge" in pipe.stages else "rm" if "rm" in pipe.stages else None
+    if judge_stage:
+        sec.setdefault("judge", str(pipe.stage_dir(judge_stage)))
+    sec.setdefault("reference", "sft" if "sft" in pipe.stages else None)
+    sec["output"] = str(out)
+    cfg = build_dataclass(CompareConfig, sec, "compare")
+    upstream = {c: (read_manifest(c) or {}).get("ended_at") for c in [*cfg.checkpoints, cfg.judge or ""]}
+    key = _hash({"cfg": {k: v for k, v in sec.items()}, "upstream": upstream})
+    m = read_manifest(out)
+    if m and m.get("status") == "complete" and m.get("config_hash") == key and (out / "report.json").is_file():
+        log(f"[align] compare already done in {out}; skipping")
+        return m
+    pairs = None
+    if "dpo" in pipe.stages:
+        from align.data.prepare import prepare_preferences
+
+        dpo = pipe.recipes["dpo"]
+        pairs = prepare_preferences(dpo.data, dpo.agreement).eval[: cfg.max_pairs]
+    state = PartialState()
+    if state.is_main_process:
+        report = run_compare(cfg, log=log, pairs=pairs)
+        atomic_write_text(
+            out / "manifest.json",
+            json.dumps(
+                {
+                    "stage": "compare",
+                    "status": "complete",
+                    "config_hash": key,
+                    "report": str(out / "report.md"),
+                    "warnings": report["warnings"],
+                    "seconds": report["seconds"],
+                    "ended_at": time.time(),
+                },
+                indent=2,
+            ),
+        )
+    state.wait_for_everyone()
+    return read_manifest(out) or {}
+
+
+def _set_aside_if_stale(out: Path, recipe: Any, state: Any, log) -> None:
+    """A stage directory made from other inputs (its recipe, data or an upstream stage changed) cannot be resumed or
+    skipped: in a pipeline it is moved aside and the stage runs again (the stage command alone refuses instead)."""
+    from align.stages.common import semantic_hash
+    from align.tracking import read_manifest
+
+    m = read_manifest(out)
+    if m and m.get("config_hash") and m["config_hash"] != semantic_hash(recipe):
+        if state.is_main_process:
+            log(f"[align] pipeline: inputs of {out.name} changed since it ran; running it again")
+            _move_aside(out, log)
+        state.wait_for_everyone()
+
+
+def run_pipeline(
+    pipe: Pipeline, *, from_stage: str | None = None, only: str | None = None, log=print
+) -> dict[str, Any]:
+    import importlib
+
+    from accelerate import PartialState
+
+    for flag, value in (("--from", from_stage), ("--only", only)):
+        if value and value not in pipe.stages:
+            raise ConfigError(f"{flag} {value}: this pipeline's stages are {', '.join(pipe.stages)}.")
+    selected = pipe.stages
+    if only:
+        selected = [only]
+    elif from_stage:
+        selected = pipe.stages[pipe.stages.index(from_stage) :]
+    forced = set(selected) if (only or from_stage) else set()
+    state = PartialState()
+    if state.is_main_process:
+        for s in forced:
+            _move_aside(pipe.stage_dir(s), log)
+    state.wait_for_everyone()
+    timings: dict[str, float] = {}
+    for stage in selected:
+        t0 = time.time()
+        log(f"[align] pipeline {pipe.name}: stage {stage}")
+        if stage == "data":
+            run_data_stage(pipe, log=log)
+        elif stage == "compare":
+            run_compare_stage(pipe, log=log)
+        else:
+            recipe = pipe.recipes[stage]
+            _set_aside_if_stale(pipe.stage_dir(stage), recipe, state, log)
+            module = importlib.import_module(TRAINING_STAGES[stage])
+            module.run(recipe)
+        gc.collect()
+        timings[stage] = round(time.time() - t0, 1)
+    summary = {
+        "name": pipe.name,
+        "stages": selected,
+        "seconds": timings,
+        "report": str(pipe.stage_dir("compare") / "report.md") if "compare" in selected else None,
+    }
+    if state.is_main_process:
+        log(f"[align] pipeline {pipe.name} done: " + ", ".join(f"{k} {v}s" for k, v in timings.items()))
+    return summary
+
+
+def _source_hashes(data_section: dict[str, Any] | None) -> dict[str, str]:
+    from align.data.spec import DataConfig
+    from align.stages.common import data_file_hashes
+
+    return data_file_hashes(DataConfig.from_dict(data_section or {}))
+
+
+def _hash(obj: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def main(args: Any) -> int:
+    """`align pipeline RECIPE [key=value ...] [--from S | --only S] [--dry-run]`."""
+    from align.cli import emit
+    from align.config import redact, to_plain
+
+    if not args.recipe:
+        raise ConfigError("give a pipeline recipe, e.g. align pipeline recipes/quickstart.yaml")
+    if args.from_stage and args.only:
+        raise ConfigError("use --from or --only, not both.")
+    pipe = build_pipeline(args.recipe, args.overrides)
+    if args.dry_run:
+        plan = {
+            "name": pipe.name,
+            "root": pipe.root,
+            "stages": pipe.stages,
+            "recipes": {s: redact(to_plain(r)) for s, r in pipe.recipes.items()},
+            "data": pipe.data,
+            "compare": pipe.compare,
+        }
+        emit(yaml.safe_dump(plan, sort_keys=False).rstrip("\n"))
+        return 0
+    run_pipeline(pipe, from_stage=args.from_stage, only=args.only)
+    return 0
