@@ -335,10 +335,21 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``, recursively; ``{"sources": {"0": {...}}}`` merges into item 0 of a list (so the
+    override ``data.sources.0.max_rows=100`` reaches the first source)."""
     out = dict(base)
     for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
+        cur = out.get(k)
+        if isinstance(v, dict) and isinstance(cur, dict):
+            out[k] = deep_merge(cur, v)
+        elif isinstance(v, dict) and isinstance(cur, list) and v and all(str(i).isdigit() for i in v):
+            items = list(cur)
+            for i, sub in v.items():
+                i = int(i)
+                if i >= len(items):
+                    raise ConfigError(f"{k}.{i}: the list {k} has {len(items)} item(s) (indices from 0).")
+                items[i] = deep_merge(items[i], sub) if isinstance(items[i], dict) and isinstance(sub, dict) else sub
+            out[k] = items
         else:
             out[k] = v
     return out

@@ -427,6 +427,11 @@ class StageContext:
         self.recorder.start()
         self.metrics_cb = MetricsCallback(self.recorder)
         self.guard = GuardCallback(self.recipe.run.max_nonfinite_steps, self.recorder)
+        # Trainable weights train in fp32 even on a bf16 base (peft keeps LoRA in fp32; a reward model's score head
+        # in modules_to_save would otherwise be a bf16 copy and lose small updates).
+        for p in trainer.model.parameters():
+            if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
+                p.data = p.data.float()
         trainer.add_callback(self.metrics_cb)
         trainer.add_callback(self.guard)
         trainer.align_guard = self.guard

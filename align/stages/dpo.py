@@ -119,8 +119,15 @@ def run(recipe: Recipe, callbacks: list | None = None):
         return ctx.done_already()
     data = prepare_preferences(recipe.data, recipe.agreement)
     enc = ctx.encoder(max_length=recipe.training.max_length)
-    train = ctx.tokenize(data, data.train, lambda r: enc.preference(r.prompt, r.chosen, r.rejected))
-    evals = ctx.tokenize(data, data.eval, lambda r: enc.preference(r.prompt, r.chosen, r.rejected))
+
+    def encode(r):
+        row = enc.preference(r.prompt, r.chosen, r.rejected)
+        # For train_sampling_strategy=group_by_length: batches of similar length waste less compute on padding.
+        row["length"] = len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"]))
+        return row
+
+    train = ctx.tokenize(data, data.train, encode)
+    evals = ctx.tokenize(data, data.eval, encode)
     args = recipe.training
     if not evals:
         args.eval_strategy = "no"

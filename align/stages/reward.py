@@ -117,6 +117,7 @@ def run(recipe: Recipe, callbacks: list | None = None):
 
     def encode(r):
         row = enc.reward_pair(r.prompt, r.chosen, r.rejected)
+        row["length"] = max(len(row["chosen_ids"]), len(row["rejected_ids"]))  # for group_by_length batching
         if recipe.use_margin:
             row["margin"] = float(r.margin or 0.0)
         return row

@@ -48,6 +48,16 @@ def test_yaml_words_like_no_stay_strings_for_string_fields():
     assert cfg.eval_strategy.value == "no"  # `eval_strategy: no` in a YAML file
 
 
+def test_override_with_a_list_index_reaches_that_item():
+    from align.config import deep_merge
+
+    base = {"data": {"sources": [{"path": "a", "max_rows": 5}, {"path": "b"}]}}
+    merged = deep_merge(base, parse_overrides(["data.sources.1.max_rows=7"]))
+    assert merged["data"]["sources"] == [{"path": "a", "max_rows": 5}, {"path": "b", "max_rows": "7"}]
+    with pytest.raises(ConfigError, match="has 2 item"):
+        deep_merge(base, parse_overrides(["data.sources.2.path=c"]))
+
+
 def test_override_without_equals_is_an_error_with_an_example():
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["training.learning_rate"])
