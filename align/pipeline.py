@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from align.config import ConfigError, deep_merge, parse_overrides, read_yaml, resolve_raw
+from align.tracking import process_state
 
 STAGE_ORDER = ("data", "sft", "rm", "judge", "dpo", "ppo", "compare")
 TRAINING_STAGES = {
@@ -136,8 +137,6 @@ def _move_aside(path: Path, log) -> None:
 
 def run_data_stage(pipe: Pipeline, log=print) -> dict[str, Any]:
     """Validate the data, apply the agreement gate, write the data card and drop report into runs/<name>/data."""
-    from accelerate import PartialState
-
     from align.data.card import card_hash_for
     from align.data.commands import main as data_main
     from align.tracking import atomic_write_text, read_manifest
@@ -150,7 +149,7 @@ def run_data_stage(pipe: Pipeline, log=print) -> dict[str, Any]:
     if m and m.get("status") == "complete" and m.get("config_hash") == key:
         log(f"[align] data already checked in {out}; skipping")
         return m
-    state = PartialState()
+    state = process_state()
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "recipe.yaml", recipe_text)
@@ -188,8 +187,6 @@ def run_data_stage(pipe: Pipeline, log=print) -> dict[str, Any]:
 
 
 def run_compare_stage(pipe: Pipeline, log=print) -> dict[str, Any]:
-    from accelerate import PartialState
-
     from align.compare import CompareConfig, run_compare
     from align.config import build_dataclass
     from align.tracking import atomic_write_text, read_manifest
@@ -220,7 +217,7 @@ def run_compare_stage(pipe: Pipeline, log=print) -> dict[str, Any]:
 
         dpo = pipe.recipes["dpo"]
         pairs = prepare_preferences(dpo.data, dpo.agreement).eval[: cfg.max_pairs]
-    state = PartialState()
+    state = process_state()
     if state.is_main_process:
         report = run_compare(cfg, log=log, pairs=pairs)
         atomic_write_text(
@@ -261,8 +258,6 @@ def run_pipeline(
 ) -> dict[str, Any]:
     import importlib
 
-    from accelerate import PartialState
-
     for flag, value in (("--from", from_stage), ("--only", only)):
         if value and value not in pipe.stages:
             raise ConfigError(f"{flag} {value}: this pipeline's stages are {', '.join(pipe.stages)}.")
@@ -272,7 +267,7 @@ def run_pipeline(
     elif from_stage:
         selected = pipe.stages[pipe.stages.index(from_stage) :]
     forced = set(selected) if (only or from_stage) else set()
-    state = PartialState()
+    state = process_state()
     if state.is_main_process:
         for s in forced:
             _move_aside(pipe.stage_dir(s), log)

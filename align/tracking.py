@@ -176,3 +176,12 @@ def setup_trackers(report_to: list[str], project: str) -> list[str]:
         if not has_key:
             os.environ.setdefault("WANDB_MODE", "offline")
     return trackers
+
+
+def process_state():
+    """accelerate's process state. Without a GPU it must be asked for with ``cpu=True``: otherwise a process
+    started by ``accelerate launch`` on a CPU machine does not join the others (it sees a world of one)."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())

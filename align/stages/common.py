@@ -23,7 +23,7 @@ import torch
 from transformers import TrainerCallback
 
 from align.config import ConfigError, config_hash, stage_dir, to_plain
-from align.tracking import RunRecorder, read_manifest
+from align.tracking import RunRecorder, process_state, read_manifest
 
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
@@ -127,8 +127,9 @@ def upstream_identity(path: str | None) -> dict[str, Any] | None:
 
 def semantic_hash(recipe: Any) -> str:
     plain = to_plain(recipe)
-    if isinstance(plain.get("training"), dict):
-        plain["training"] = {k: v for k, v in plain["training"].items() if k not in BOOKKEEPING_KEYS}
+    for section in ("training", "ppo"):
+        if isinstance(plain.get(section), dict):
+            plain[section] = {k: v for k, v in plain[section].items() if k not in BOOKKEEPING_KEYS}
     plain["_inputs"] = {
         "data": data_file_hashes(recipe.data) if getattr(recipe, "data", None) is not None else {},
         "init_from": upstream_identity(getattr(recipe, "init_from", None)),
@@ -311,8 +312,6 @@ def resolve_init_from(path: str | None) -> Path | None:
 
 class StageContext:
     def __init__(self, recipe: Any, log=print):
-        from accelerate import PartialState
-
         from align.models import load_tokenizer, resolve_model_path
         from align.templates import apply_template_choice
         from align.tracking import setup_trackers
@@ -323,7 +322,7 @@ class StageContext:
         datasets.disable_progress_bars()  # per-map bars for a few hundred rows are noise; training keeps its bar
         self.recipe = recipe
         self.log = log
-        self.state = PartialState()
+        self.state = process_state()
         self.is_main = self.state.is_main_process
         self.plan = plan_stage(recipe, log=log if self.is_main else (lambda *a: None))
         self.out_dir = self.plan.out_dir
@@ -468,7 +467,12 @@ class StageContext:
     def finish(self, metrics: dict[str, Any], **extra: Any) -> Path:
         if self.recorder is not None:
             self.recorder.finish(
-                metrics, status="complete", model_dir=str(self.out_dir / "model"), weights=self.weights, **extra
+                metrics,
+                processes=self.state.num_processes,
+                status="complete",
+                model_dir=str(self.out_dir / "model"),
+                weights=self.weights,
+                **extra,
             )
         if self.is_main:
             from align.modelcard import write_model_card

@@ -2,6 +2,10 @@
 
     align ppo recipes/tiny/ppo.yaml
     accelerate launch -m align ppo recipes/smollm2-135m/ppo.yaml ppo.num_iterations=20
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m align ppo recipes/tiny/ppo.yaml
+
+(Two processes on a CPU need that last form: with accelerate 1.15, ``--cpu --num_processes 2`` starts one process
+unless mpirun is installed.)
 
 TRL removed its PPOTrainer, so this stage is written on torch + peft + accelerate; the maths (KL estimators, GAE,
 clipped losses, KL controllers, running moments) lives in :mod:`align.stages.ppo_math` and is tested there. One
@@ -51,6 +55,7 @@ from align.config import ConfigError, LoraSection, ModelSection, RunSection, Tem
 from align.data.spec import DataConfig
 from align.stages import common
 from align.stages import ppo_math as pm
+from align.tracking import process_state
 
 REWARD_NORMALIZATIONS = ("none", "running", "rm_stats")
 VALUE_MODELS = ("head", "adapter")
@@ -705,12 +710,23 @@ class Rollout:
     returns: torch.Tensor
 
 
+def _forget_other_mixed_precision() -> None:
+    """Let this process's Accelerator be created with mixed_precision="no" even when an earlier stage in the same
+    process (``align pipeline``, tests) set accelerate's process-wide state up with bf16/fp16: accelerate refuses to
+    change it otherwise. Only that state is cleared; the distributed process group is kept."""
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision", "no") != "no":
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 class PPOTrainer:
     """Runs the iterations of one PPO stage (built by :func:`run`)."""
 
     def __init__(self, recipe: Recipe, plan: common.StagePlan, log=print):
         from accelerate import Accelerator
-        from accelerate.utils import set_seed
+        from accelerate.utils import GradientAccumulationPlugin, set_seed
 
         from align.models import load_tokenizer, resolve_model_path
         from align.templates import Encoder, apply_template_choice
@@ -719,8 +735,20 @@ class PPOTrainer:
         common.quiet_known_warnings()
         self.recipe, self.cfg = recipe, recipe.ppo
         trackers = setup_trackers(recipe.run.report_to, recipe.run.wandb_project)
+        _forget_other_mixed_precision()
+        # Mixed precision is PPO's own bf16 autocast (ppo.bf16): accelerate's would autocast only the prepared
+        # (training) forward, so rollout and training log-probs would differ and the first ratio would not be 1.
+        # An explicit plugin: the micro-batch loop below assumes exactly ppo.gradient_accumulation_steps (an
+        # ACCELERATE_GRADIENT_ACCUMULATION_STEPS from `accelerate launch` must not change it), and there is no
+        # prepared dataloader whose end should force a sync.
+        accumulation = GradientAccumulationPlugin(
+            num_steps=self.cfg.gradient_accumulation_steps, sync_with_dataloader=False
+        )
         self.accelerator = Accelerator(
-            gradient_accumulation_steps=self.cfg.gradient_accumulation_steps, log_with=trackers or None
+            mixed_precision="no",
+            gradient_accumulation_plugin=accumulation,
+            log_with=trackers or None,
+            cpu=not torch.cuda.is_available(),  # without it, launched CPU processes would not join one group
         )
         self.is_main = self.accelerator.is_main_process
         self.log = log if self.is_main else (lambda *a, **k: None)
@@ -764,6 +792,9 @@ class PPOTrainer:
         self.value_init = init_value_head(head, self.cfg.value_init, self.rm, log=self.log)
         model = PolicyWithValue(policy, head)
         params = [p for p in model.parameters() if p.requires_grad]
+        for p in params:  # trainable weights stay fp32 on a bf16/fp16 base (peft already keeps LoRA in fp32)
+            if p.dtype in (torch.bfloat16, torch.float16):
+                p.data = p.data.float()
         optimizer = torch.optim.AdamW(params, lr=self.cfg.learning_rate)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.unwrapped: PolicyWithValue = self.accelerator.unwrap_model(self.model)
@@ -951,6 +982,7 @@ class PPOTrainer:
         sums: dict[str, float] = {}
         n_minibatches = 0
         stopped = False
+        first_ratio: float | None = None  # before any update: must be 1 (rollout and training forwards agree)
         for _epoch in range(cfg.ppo_epochs):
             perm = torch.randperm(B, generator=gen).to(self.device)
             for start in range(0, B, cfg.mini_batch_size):
@@ -982,6 +1014,8 @@ class PPOTrainer:
                             "vf_clipfrac": vs["vf_clipfrac"],
                         }.items():  # fmt: skip
                             mb_stats[k] = mb_stats.get(k, 0.0) + float(v.detach()) / cfg.gradient_accumulation_steps
+                        if first_ratio is None:
+                            first_ratio = float(ps["ratio_mean"])
                         if acc.sync_gradients:
                             self._step(bad)
                 n_minibatches += 1
@@ -995,7 +1029,7 @@ class PPOTrainer:
             if stopped:
                 break
         out = {k: v / max(n_minibatches, 1) for k, v in sums.items()}
-        out.update({"ppo/minibatches": n_minibatches, "ppo/early_stopped": int(stopped)})
+        out.update({"ppo/minibatches": n_minibatches, "ppo/early_stopped": int(stopped), "ratio_first": first_ratio})
         return out
 
     def _step(self, bad: torch.Tensor) -> None:
@@ -1134,6 +1168,8 @@ class PPOTrainer:
         from safetensors.torch import load_file
 
         state = json.loads((path / STATE_FILE).read_text())
+        if state.get("config_hash") not in (None, self.plan.config_hash):
+            self.log(f"[align] warning: {path} was saved by a different recipe (config hash differs); resuming anyway")
         adapter = load_file(str(path / "adapter_model.safetensors"))
         result = set_peft_model_state_dict(self.unwrapped.policy, adapter)
         unexpected = getattr(result, "unexpected_keys", None)
@@ -1216,14 +1252,13 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
     ``callbacks``: callables ``cb(iteration, metrics)`` run on every process after each iteration (and after its
     checkpoint, when one is due). Tests use one that raises ``KeyboardInterrupt`` to simulate an interruption.
     """
-    from accelerate import PartialState
     from tqdm.auto import tqdm
 
     from align.tracking import RunRecorder
 
     plan = common.plan_stage(recipe, log=lambda *a: None)  # its checkpoint finder knows HF checkpoints only
     if plan.action == "skip":
-        if PartialState().is_main_process:
+        if process_state().is_main_process:
             print(f"[align] ppo already complete in {plan.out_dir} (same config); skipping. Use a new run.name.")
         return plan.out_dir
     trainer = PPOTrainer(recipe, plan)

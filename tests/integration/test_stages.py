@@ -247,20 +247,15 @@ def test_gradient_accumulation_matches_the_larger_batch(stage, tmp_path, tiny_mo
 
 
 def test_two_process_accelerate_launch_leaves_one_set_of_outputs(tmp_path, align_home, tiny_model_dir):
+    # recipes/accelerate/cpu_2proc.yaml: a torchrun-style launch of two gloo processes on the CPU. (accelerate 1.15's
+    # `--cpu --num_processes 2` starts a single process unless mpirun is installed.)
     env = {**os.environ, "ALIGN_HOME": str(align_home), "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
+        "--config_file",
+        str(ROOT / "recipes/accelerate/cpu_2proc.yaml"),
         "-m",
         "align",
         "dpo",
@@ -272,9 +267,10 @@ def test_two_process_accelerate_launch_leaves_one_set_of_outputs(tmp_path, align
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "tiny" / "dpo"
-    assert read_manifest(out)["status"] == "complete"
+    manifest = read_manifest(out)
+    assert manifest["status"] == "complete" and manifest["processes"] == 2
     assert len(list(out.rglob("adapter_model.safetensors"))) == 1 + len(
         list((out / "checkpoints").glob("checkpoint-*"))
     )
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len([r for r in rows if "loss" in r]) == 2  # one process writes
+    assert len([r for r in rows if "loss" in r]) == 2  # only the main process writes
