@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
             "it, convert and split refuse to write when it is given",
         )
         dp.add_argument("--sft", action="store_true", help="treat the source as SFT data (default: detected)")
+        if name == "agreement":
+            dp.add_argument("--model", help="a reward model run/dir: compare its preferences with the annotators")
+            dp.add_argument("--all", action="store_true", help="with --model: every labelled pair, not the eval split")
         dp.add_argument("--seed", type=int, default=None, help="split seed and bootstrap seed (default: recipe's, 0)")
         dp.add_argument(
             "--tokenizer", help="card: model reference whose tokenizer measures lengths (default: the tiny tokenizer)"

@@ -505,6 +505,8 @@ def cmd_agreement(args: Any, target: Target) -> int:
     loaded = load_target(target, apply_agreement=False)
     report, _ = measure_agreement(loaded.records, target.ref, settings)
     unreliable = unreliable_annotators(report, settings.unreliable_below)
+    if _arg(args, "model", None):
+        return _model_vs_humans(args, loaded.records, target)
     if _arg(args, "json", False):
         _emit({**report, "unreliable_below": settings.unreliable_below, "unreliable": unreliable})
         return 0
@@ -516,6 +518,53 @@ def cmd_agreement(args: Any, target: Target) -> int:
     )
     boot = f"{settings.bootstrap} bootstrap resamples, seed {settings.seed}" if settings.bootstrap else "no intervals"
     _out(f"{format_report(report)}\n\n{verdict}\n(95% intervals: {boot})")
+    return 0
+
+
+def _model_vs_humans(args: Any, records: list[Any], target: Target) -> int:
+    """`align data agreement SRC --model RM`: the reward model's preferences against the human majority and each
+    annotator (accuracy and kappa), beside the humans' own agreement ceiling. Uses the eval split unless --all."""
+    from align.agreement import model_vs_humans
+    from align.data.split import split_by_prompt
+    from align.models import load_reward_model
+    from align.stages.reward import score_sequences
+    from align.templates import Encoder, Skip
+
+    labelled = [r for r in records if isinstance(r, PreferenceRecord) and r.annotations]
+    if not labelled:
+        raise DataError(f"{target.ref} has no annotator labels to compare the model with")
+    if not _arg(args, "all", False):
+        fraction = target.data.eval_fraction if target.data.eval_fraction > 0 else 0.1
+        _, labelled = split_by_prompt(labelled, fraction, target.data.split_seed)
+    model, tok = load_reward_model(args.model)
+    enc = Encoder(tok)
+    chosen, rejected, kept = [], [], []
+    for r in labelled:
+        try:
+            row = enc.reward_pair(r.prompt, r.chosen, r.rejected)
+        except Skip:
+            continue
+        chosen.append(row["chosen_ids"])
+        rejected.append(row["rejected_ids"])
+        kept.append(r)
+    margins = [
+        c - j
+        for c, j in zip(
+            score_sequences(model, chosen, tok.pad_token_id), score_sequences(model, rejected, tok.pad_token_id)
+        )
+    ]
+    names = sorted({a for r in kept for a in r.annotations})
+    result = model_vs_humans(margins, {a: [r.annotations.get(a) for r in kept] for a in names})
+    result["model"] = str(args.model)
+    result["split"] = "all" if _arg(args, "all", False) else "eval"
+    if _arg(args, "json", False):
+        _emit(result)
+    else:
+        maj = result["vs_majority"]
+        _out(
+            f"reward model {args.model} on {len(kept)} {result['split']} pairs: accuracy {maj['accuracy']:.3f}, "
+            f"kappa {maj['kappa']:.3f} against the human majority\n{result['verdict']}"
+        )
     return 0
 
 

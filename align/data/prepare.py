@@ -40,7 +40,26 @@ class Prepared:
             "drops": self.report.to_dict(),
             "sources": self.sources,
             "agreement": _agreement_summary(self.agreement),
+            "data_cards": data_card_hashes(self.sources),
         }
+
+
+def data_card_hashes(sources: list[dict[str, Any]], cards_dir: str = "data_cards") -> dict[str, str]:
+    """For each source that has a data card (``data_cards/<source name>.json``), the card's hash, so a manifest
+    names the exact card its data was described by."""
+    from pathlib import Path
+
+    from align.data.card import card_hash_for
+
+    out = {}
+    for src in sources:
+        name = src.get("name")
+        card = Path(cards_dir) / f"{name}.json"
+        if name and card.is_file():
+            h = card_hash_for(card)
+            if h:
+                out[name] = h
+    return out
 
 
 def _agreement_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -46,12 +46,15 @@ class Recipe:
 
     @staticmethod
     def training_defaults() -> dict[str, Any]:
+        # eval_strategy no: the stage scores the eval split itself after training (accuracy, margins, reward stats,
+        # model vs humans); TRL's epoch-end evaluation would score it a second time.
         return {
             "learning_rate": 1e-4,
             "per_device_train_batch_size": 8,
             "num_train_epochs": 1,
             "max_length": 512,
             "lr_scheduler_type": "cosine",
+            "eval_strategy": "no",
         }
 
     def __post_init__(self) -> None:
@@ -126,8 +129,16 @@ def run(recipe: Recipe, callbacks: list | None = None):
         # A judge: fit on the held-out prompts, and report accuracy on the training split (never trained on).
         data.train, data.eval = data.eval, data.train
     train = ctx.tokenize(data, data.train, encode)
-    eval_records = list(data.eval)
-    evals = ctx.tokenize(data, eval_records, encode)
+    # Encode eval rows keeping each row's record (tokenization may drop some), so per-item scores line up with the
+    # annotators' labels for model_vs_humans.
+    eval_records: list[Any] = []
+
+    def encode_eval(r):
+        row = encode(r)
+        eval_records.append(r)
+        return row
+
+    evals = ctx.tokenize(data, list(data.eval), encode_eval)
     args = recipe.training
     if not evals:
         args.eval_strategy = "no"
@@ -170,9 +181,10 @@ def run(recipe: Recipe, callbacks: list | None = None):
                 model_dir / "reward_stats.json",
                 {"mean": ev["reward_mean"], "std": ev["reward_std"], "n": 2 * ev["n_pairs"]},
             )
-        kept = [r for r in eval_records if r.annotations]
-        if kept and len(kept) == len(eval_records) == len(margins):
-            names = sorted({a for r in kept for a in r.annotations})
-            ann = {a: [r.annotations.get(a) for r in kept] for a in names}
-            extra["model_vs_humans"] = model_vs_humans(margins, ann)
+        assert len(eval_records) == len(margins)
+        labelled = [(r, m) for r, m in zip(eval_records, margins) if r.annotations]
+        if labelled:
+            names = sorted({a for r, _ in labelled for a in r.annotations})
+            ann = {a: [r.annotations.get(a) for r, _ in labelled] for a in names}
+            extra["model_vs_humans"] = model_vs_humans([m for _, m in labelled], ann)
     return ctx.finish(metrics, **extra)

@@ -64,6 +64,8 @@ def test_stage_logs_finite_loss_trains_lora_only_and_writes_a_complete_manifest(
     assert sorted(steps) == list(range(1, 7)) and all(math.isfinite(v) for v in steps.values())
     manifest = read_manifest(out)
     assert manifest["status"] == "complete" and manifest["data"]["fingerprint"]
+    card = "bundled-sft" if stage == "sft" else "bundled"
+    assert len(manifest["data"]["data_cards"][card]) == 64  # sha256 of data_cards/<card>.json
     drops = manifest["data"]["drops"]
     assert drops["kept"] + sum(drops["dropped"].values()) == drops["total"]
 
@@ -200,6 +202,18 @@ def test_reward_scores_do_not_depend_on_padding_side_batch_or_save_reload(tmp_pa
     enc = Encoder(tok, max_length=recipe.training.max_length)
     rows = [enc.reward_pair(r.prompt, r.chosen, r.rejected) for r in data.eval]
     assert evaluate_pairs(model, rows, tok.pad_token_id)["reward_mean"] == pytest.approx(stats["mean"], abs=1e-5)
+
+
+def test_cli_compares_a_reward_model_with_the_annotators(tmp_path, tiny_model_dir, capsys):
+    from align.cli import main
+
+    module, recipe = recipe_for("rm", tmp_path)
+    out = module.run(recipe)
+    capsys.readouterr()
+    assert main(["data", "agreement", str(ROOT / "recipes/tiny/rm.yaml"), "--model", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["split"] == "eval" and 0.0 <= result["vs_majority"]["accuracy"] <= 1.0
+    assert {"rater_1", "rater_4"} <= set(result["vs_annotators"]) and "human_ceiling" in result
 
 
 def test_dpo_step0_check_passes_at_ln2_and_catches_a_reference_that_differs(tmp_path, tiny_model_dir, monkeypatch):
