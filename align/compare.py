@@ -16,7 +16,6 @@ the eval split).
 from __future__ import annotations
 
 import gc
-import importlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -132,8 +131,9 @@ def response_logratio(model: Any, samples: list[dict[str, Any]], batch_size: int
 def load_judge(judge: str, log=print):
     """A reward model (``align rm`` run dir, adapter dir or full model) or a ``module:function`` reward."""
     if ":" in judge and not Path(judge).exists():
-        module, _, fn = judge.partition(":")
-        return {"kind": "function", "fn": getattr(importlib.import_module(module), fn), "id": judge}
+        from align.config import import_callable
+
+        return {"kind": "function", "fn": import_callable(judge, f"--judge {judge!r}"), "id": judge}
     from align.models import load_reward_model
 
     model, tok = load_reward_model(judge)

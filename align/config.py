@@ -29,6 +29,24 @@ class ConfigError(ValueError):
     """A recipe or override is wrong; the message names the key and says what to do."""
 
 
+def import_callable(ref: str, what: str, error: type[Exception] = ConfigError):
+    """``module:function`` -> the function (data plugins, reward functions, judges); ``what`` starts the error
+    message, e.g. ``"reward_fn='m:f'"``."""
+    import importlib
+
+    module_name, sep, func_name = ref.partition(":")
+    if not sep or not module_name or not func_name:
+        raise error(f"{what}: write it as module:function, e.g. mypkg.rewards:length_penalty")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise error(f"{what}: cannot import module '{module_name}' ({exc})") from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise error(f"{what}: module '{module_name}' has no function '{func_name}'")
+    return func
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Sections shared by the stages
 

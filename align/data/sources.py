@@ -7,7 +7,6 @@ location per row, so later errors can point at "train.jsonl line 7" rather than 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import math
 import re
@@ -202,15 +201,9 @@ def resolve_builtin(name: str) -> resources.abc.Traversable:
 def load_plugin(ref: str) -> Callable[..., Any]:
     """Resolve ``module:function`` or an entry-point name in the ``align.datasets`` group."""
     if ":" in ref:
-        module_name, _, func_name = ref.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise DataError(f"plugin '{ref}': cannot import module '{module_name}' ({exc})") from exc
-        func = getattr(module, func_name, None)
-        if not callable(func):
-            raise DataError(f"plugin '{ref}': module '{module_name}' has no function '{func_name}'")
-        return func
+        from align.config import import_callable
+
+        return import_callable(ref, f"plugin '{ref}'", DataError)
     found = [ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name == ref]
     if not found:
         known = sorted(ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import json
 import math
 import os
@@ -298,14 +297,9 @@ class ProgrammaticReward:
     """A ``module:function`` reward on texts."""
 
     def __init__(self, ref: str, kwargs: dict[str, Any]):
-        module_name, _, func_name = ref.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise ConfigError(f"reward_fn={ref!r}: cannot import module {module_name!r} ({e}).") from None
-        func = getattr(module, func_name, None)
-        if not callable(func):
-            raise ConfigError(f"reward_fn={ref!r}: module {module_name!r} has no function {func_name!r}.")
+        from align.config import import_callable
+
+        func = import_callable(ref, f"reward_fn={ref!r}")
         self.ref, self.func, self.kwargs = ref, func, dict(kwargs)
 
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
