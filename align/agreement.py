@@ -986,7 +986,9 @@ def _range_summary(values: Iterable[float | None]) -> dict[str, float | None]:
     return {"mean": float(np.mean(v)), "min": float(min(v)), "max": float(max(v))}
 
 
-def model_vs_humans(model_pref: Sequence[Any], annotations: LabelMatrix) -> dict[str, Any]:
+def model_vs_humans(
+    model_pref: Sequence[Any], annotations: LabelMatrix, *, balance_seed: int | None = 0
+) -> dict[str, Any]:
     """How a reward model's preferences compare with the humans', beside the humans' agreement with each other.
 
     ``model_pref``: one value per item, +1/-1 (0 tie) or a score difference ``r(chosen) - r(rejected)`` whose sign
@@ -994,13 +996,22 @@ def model_vs_humans(model_pref: Sequence[Any], annotations: LabelMatrix) -> dict
     one are left out) and with each annotator: accuracy (exact sign match) and Cohen kappa. The human ceiling is
     each annotator scored the same way against the majority of the *others* (leave-one-out): ``kappa`` and
     ``accuracy`` mean/min/max. The verdict places the model's kappa vs the majority inside, below or above the
-    range of the annotators' leave-one-out kappas. Returned dict is JSON-serialisable (NaN -> None).
+    range of the annotators' leave-one-out kappas. ``balance_seed``: items are shown in a seeded random orientation
+    first (None = as given), so data oriented by the majority does not collapse kappa. Returned dict is
+    JSON-serialisable (NaN -> None).
     """
     m, names = _as_matrix(annotations)
     pred = np.sign(_vector(model_pref, "model_pref"))
     if len(pred) != m.shape[1]:
         raise ValueError(f"model_pref has {len(pred)} items but the annotations have {m.shape[1]}.")
     signs = np.sign(m)
+    if balance_seed is not None:
+        # Pairs that were oriented by the humans' majority (chosen = the side most preferred) carry almost only +1
+        # labels, and kappa on a single category is 0 or undefined for the model and the humans alike. Showing each
+        # item in a seeded random orientation (model and human signs flipped together) changes no accuracy and
+        # makes kappa measure agreement again.
+        flip = np.where(np.random.default_rng(balance_seed).random(len(pred)) < 0.5, -1.0, 1.0)
+        pred, signs = pred * flip, signs * flip
     majority = _plurality(_sign_counts(signs))
     loo = _loo_majorities(signs)
     human = {n: _accuracy_kappa(signs[i], loo[i]) for i, n in enumerate(names)}

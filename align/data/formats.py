@@ -234,6 +234,7 @@ class Converter:
     columns: dict[str, str | None]  # canonical field -> user column (id: None = generate ids)
     annotators: list[str] = field(default_factory=list)
     labels: dict[str, float] = field(default_factory=dict)
+    annotator_scores: dict[str, list[str]] = field(default_factory=dict)
 
     def where(self, row: dict, index: int, location: str) -> str:
         rid = row.get(self.columns["id"]) if isinstance(row, dict) and self.columns["id"] else None
@@ -346,6 +347,17 @@ class Converter:
         return messages
 
     def _annotations(self, row: dict, where: str) -> dict[str, float | None] | None:
+        if self.annotator_scores:
+            from align.agreement import scores_to_preference
+
+            out: dict[str, float | None] = {}
+            for name, (col_a, col_b) in self.annotator_scores.items():
+                a, b = (
+                    _margin(row.get(col_a), f"{where}, column '{col_a}'"),
+                    _margin(row.get(col_b), f"{where}, column '{col_b}'"),
+                )
+                out[name] = None if a is None or b is None else float(scores_to_preference(a, b))
+            return out
         if self.annotators:
             return {c: label_value(row.get(c), self.labels, where, c) for c in self.annotators}
         given = row.get("annotations")
@@ -366,7 +378,7 @@ def make_converter(spec: SourceSpec, source: str, first_row: Any, kind: str) -> 
         )
     columns: dict[str, str | None] = {f: f for f in DEFAULT_FIELDS}
     for key, col in spec.columns.items():
-        if key == "annotators":
+        if key in ("annotators", "annotator_scores"):
             continue
         if col is None:  # only `id: null` passes spec validation: generate ids
             columns[key] = None
@@ -395,7 +407,14 @@ def make_converter(spec: SourceSpec, source: str, first_row: Any, kind: str) -> 
             f"source '{source}': format '{fmt}' holds SFT data; a preference stage needs one of "
             f"{', '.join(PREFERENCE_FORMATS)}"
         )
-    return Converter(source, fmt, kind, columns, annotators, spec.label_map)
+    scores = dict(spec.columns.get("annotator_scores", {}))
+    absent = [c for cols in scores.values() for c in cols if c not in first_row]
+    if absent:
+        raise DataError(
+            f"source '{source}': columns.annotator_scores names '{absent[0]}', which the data does not have; "
+            f"found columns: {_found(list(first_row))}"
+        )
+    return Converter(source, fmt, kind, columns, [] if scores else annotators, spec.label_map, scores)
 
 
 def convert_rows(

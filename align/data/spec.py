@@ -15,7 +15,18 @@ PREFERENCE_FORMATS = ("hh-rlhf", "pcr", "conversational", "implicit-prompt")
 SFT_FORMATS = ("sft-messages", "prompt-completion")
 
 # Canonical fields a ``columns:`` mapping may point at a user column.
-COLUMN_FIELDS = ("id", "prompt", "chosen", "rejected", "messages", "completion", "margin", "system", "annotators")
+COLUMN_FIELDS = (
+    "id",
+    "prompt",
+    "chosen",
+    "rejected",
+    "messages",
+    "completion",
+    "margin",
+    "system",
+    "annotators",
+    "annotator_scores",
+)
 
 DEFAULT_LABELS: dict[str, float] = {
     "chosen": 1.0,
@@ -174,6 +185,23 @@ def _check_columns(columns: Any, path: str) -> dict[str, Any]:
                     f"e.g. [rater_1, rater_2], found {value!r}"
                 )
             out[key] = list(value)
+        elif key == "annotator_scores":
+            # Per-response scores: {annotator: [score column of `chosen`, score column of `rejected`]}; each
+            # annotator's preference is the sign of the difference (align.agreement.scores_to_preference).
+            ok = (
+                isinstance(value, dict)
+                and value
+                and all(
+                    isinstance(v, list) and len(v) == 2 and all(isinstance(c, str) and c for c in v)
+                    for v in value.values()
+                )
+            )
+            if not ok:
+                raise DataError(
+                    f"source '{path}': columns.annotator_scores maps each annotator to the two columns holding its "
+                    f"scores of chosen and rejected, e.g. {{ann_1: [ann_1_score_a, ann_1_score_b]}}; found {value!r}"
+                )
+            out[key] = {str(k): list(v) for k, v in value.items()}
         elif key == "id" and value is None:
             out[key] = None  # `id: null`: ignore any id column and generate <source>-<row index> ids
         elif not isinstance(value, str) or not value:
