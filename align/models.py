@@ -60,7 +60,7 @@ BUILTINS: dict[str, Builtin] = {
     ),
     "tiny-llama": Builtin(
         name="tiny-llama",
-        description="Seeded random Llama (~0.3M parameters) with a committed 1k byte-level BPE tokenizer; for tests.",
+        description="Seeded random Llama (~0.16M parameters) with a committed 1k byte-level BPE tokenizer; for tests.",
         kind="tiny",
     ),
 }
