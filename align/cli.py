@@ -152,16 +152,17 @@ def _recipe_args(sp: argparse.ArgumentParser) -> None:
 
 # Results (--dry-run YAML, --json, tables) go to the real stdout; everything else a command prints, ours or a
 # library's (transformers prints "[INFO] Running in WANDB offline mode" to stdout on import), goes to stderr.
-RESULT_OUT = sys.stdout
+RESULT_OUT: Any = None
 
 
 def emit(text: str) -> None:
+    out = RESULT_OUT or sys.stdout
     try:
-        print(text, file=RESULT_OUT, flush=True)
+        print(text, file=out, flush=True)
     except BrokenPipeError:  # `align data ... --json | head`: the reader left, which is fine
         import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), RESULT_OUT.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
 
 
 def _print(obj: Any, as_json: bool) -> None:
@@ -225,8 +226,11 @@ def run_models(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     global RESULT_OUT
     RESULT_OUT = sys.stdout
-    with contextlib.redirect_stdout(sys.stderr):
-        return _main(argv)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return _main(argv)
+    finally:
+        RESULT_OUT = None  # outside a command, results go to whatever stdout is then (not a stale, closed one)
 
 
 def _main(argv: list[str] | None) -> int:
@@ -242,7 +246,7 @@ def _main(argv: list[str] | None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     if not args.command:
-        parser.print_help(file=RESULT_OUT)
+        parser.print_help(file=RESULT_OUT or sys.stdout)
         return 0
     debug = bool(os.environ.get("ALIGN_DEBUG"))
     from align.models import ModelError

@@ -147,3 +147,20 @@ def test_cli_dry_run_prints_resolved_config_with_overrides(tmp_path):
     cfg = yaml.safe_load(proc.stdout)
     assert cfg["training"]["learning_rate"] == 5e-5 and cfg["lora"]["r"] == 4
     assert cfg["training"]["output_dir"].endswith("sft/checkpoints")
+
+
+def test_cli_results_go_to_the_current_stdout_after_a_command_returns(capsys):
+    import io
+    import sys
+
+    from align import cli
+
+    assert cli.main(["models", "list", "--json"]) == 0
+    capsys.readouterr()
+    buf = io.StringIO()
+    old, sys.stdout = sys.stdout, buf
+    try:
+        cli.emit("later")  # e.g. the pipeline's data stage calling a data command's function
+    finally:
+        sys.stdout = old
+    assert buf.getvalue() == "later\n"
