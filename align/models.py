@@ -76,19 +76,9 @@ def cache_dir(name: str) -> Path:
 
 def is_complete(path: Path) -> bool:
     """True when ``path`` holds a finished cache entry: marker present and every listed file at its size."""
-    marker = path / MARKER
-    if not marker.is_file():
-        return False
-    try:
-        info = json.loads(marker.read_text())
-        files = info["files"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return False
-    for rel, size in files.items():
-        f = path / rel
-        if not f.is_file() or f.stat().st_size != size:
-            return False
-    return True
+    from align.tracking import files_complete
+
+    return files_complete(path, MARKER)
 
 
 def _write_marker(path: Path, extra: dict[str, Any]) -> None:

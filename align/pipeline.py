@@ -305,10 +305,10 @@ def _source_hashes(data_section: dict[str, Any] | None) -> dict[str, str]:
     return data_file_hashes(DataConfig.from_dict(data_section or {}))
 
 
-def _hash(obj: Any) -> str:
-    import hashlib
+def _hash(obj: dict[str, Any]) -> str:
+    from align.config import config_hash
 
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return config_hash(obj, ignore=())
 
 
 def main(args: Any) -> int:

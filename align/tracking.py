@@ -37,6 +37,23 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def files_complete(directory: Path, marker: str) -> bool:
+    """True when ``directory/marker`` (a JSON object written last, whose ``files`` maps relative path -> size)
+    exists and every listed file has its recorded size: how the model cache and PPO checkpoints tell a finished
+    directory from one cut off while it was written."""
+    path = Path(directory) / marker
+    if not path.is_file():
+        return False
+    try:
+        files = json.loads(path.read_text())["files"]
+        return all(
+            (Path(directory) / f).is_file() and (Path(directory) / f).stat().st_size == size
+            for f, size in files.items()
+        )
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return False
+
+
 def package_versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for name in TRACKED_PACKAGES:

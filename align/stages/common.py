@@ -59,8 +59,10 @@ def is_complete_checkpoint(path: Path) -> bool:
     return any(path.glob("rng_state*.pth"))
 
 
-def find_resume_checkpoint(ckpt_root: Path, log=print) -> str | None:
-    """The newest complete ``checkpoint-N`` under ``ckpt_root``; incomplete newer ones are reported and skipped."""
+def find_resume_checkpoint(ckpt_root: Path, log=print, is_complete=None) -> str | None:
+    """The newest complete ``checkpoint-N`` under ``ckpt_root``; incomplete newer ones are reported and skipped.
+    ``is_complete`` decides completeness (default: an HF Trainer checkpoint; PPO passes its own)."""
+    is_complete = is_complete or is_complete_checkpoint
     if not ckpt_root.is_dir():
         return None
     ckpts = sorted(
@@ -69,7 +71,7 @@ def find_resume_checkpoint(ckpt_root: Path, log=print) -> str | None:
         reverse=True,
     )
     for p in ckpts:
-        if is_complete_checkpoint(p):
+        if is_complete(p):
             return str(p)
         log(f"[align] warning: {p} is incomplete (interrupted while saving?); falling back to an earlier checkpoint")
     return None

@@ -604,23 +604,15 @@ def checkpoint_dirs(root: Path) -> list[Path]:
 
 def is_complete_checkpoint(path: Path) -> bool:
     """``state.json`` is written last and lists every file with its size: all present = complete."""
-    state_file = path / STATE_FILE
-    if not state_file.is_file():
-        return False
-    try:
-        files = json.loads(state_file.read_text())["files"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return False
-    return all((path / f).is_file() and (path / f).stat().st_size == size for f, size in files.items())
+    from align.tracking import files_complete
+
+    return files_complete(path, STATE_FILE)
 
 
 def find_checkpoint(root: Path, log=print) -> Path | None:
     """The newest complete checkpoint; newer incomplete ones are reported and skipped."""
-    for p in reversed(checkpoint_dirs(root)):
-        if is_complete_checkpoint(p):
-            return p
-        log(f"[align] warning: {p} is incomplete (interrupted while saving?); falling back to an earlier checkpoint")
-    return None
+    found = common.find_resume_checkpoint(root, log=log, is_complete=is_complete_checkpoint)
+    return Path(found) if found else None
 
 
 def _rng_state() -> dict[str, Any]:
