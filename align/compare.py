@@ -98,32 +98,46 @@ def generate(model: Any, tok: Any, prompts: list[list[dict]], cfg: CompareConfig
 
 
 def response_logratio(model: Any, samples: list[dict[str, Any]], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-token log-probs of each response under the model with its adapter on and off (its reference)."""
+    """Per-token log-probs of each response under the model with its adapter on and off (its reference).
+
+    Only response positions go through the LM head, over length buckets (align.fast_head): the prompt positions'
+    49K-way softmaxes were most of this pass."""
     import torch
 
+    from align import fast_head
     from align.stages.ppo_math import logprobs_from_logits
 
     width_r = max(max(len(s["response_ids"]) for s in samples), 1)
     pol = np.zeros((len(samples), width_r))
     ref = np.zeros((len(samples), width_r))
     mask = np.zeros((len(samples), width_r))
+    base = model.get_base_model()
+    compact = fast_head.supported(base)
+
+    def logps(ids, att, labels):
+        if compact:
+            return fast_head.compact_log_probs(base, ids, att, labels)[0]
+        return logprobs_from_logits(model(input_ids=ids, attention_mask=att).logits[:, :-1], ids[:, 1:])
+
     for i in range(0, len(samples), batch_size):
         chunk = samples[i : i + batch_size]
         seqs = [s["prompt_ids"] + s["response_ids"] for s in chunk]
         width = max(len(s) for s in seqs)
         ids = torch.zeros((len(chunk), width), dtype=torch.long)
         att = torch.zeros_like(ids)
-        for j, s in enumerate(seqs):
+        labels = torch.full_like(ids, -100)
+        for j, (s, smp) in enumerate(zip(seqs, chunk)):
             ids[j, : len(s)] = torch.tensor(s)
             att[j, : len(s)] = 1
+            labels[j, len(smp["prompt_ids"]) : len(s)] = ids[j, len(smp["prompt_ids"]) : len(s)]
         with torch.no_grad():
-            lp = logprobs_from_logits(model(input_ids=ids, attention_mask=att).logits[:, :-1], ids[:, 1:])
+            lp = logps(ids, att, labels)
             with model.disable_adapter():
-                lr = logprobs_from_logits(model(input_ids=ids, attention_mask=att).logits[:, :-1], ids[:, 1:])
+                lr = logps(ids, att, labels)
         for j, s in enumerate(chunk):
             start, n = len(s["prompt_ids"]) - 1, len(s["response_ids"])
-            pol[i + j, :n] = lp[j, start : start + n].numpy()
-            ref[i + j, :n] = lr[j, start : start + n].numpy()
+            pol[i + j, :n] = lp[j, start : start + n].float().numpy()
+            ref[i + j, :n] = lr[j, start : start + n].float().numpy()
             mask[i + j, :n] = 1
     return pol, ref, mask
 

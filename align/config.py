@@ -99,6 +99,21 @@ class LoraSection:
 
 
 @dataclass
+class SpeedSection:
+    """Throughput settings that leave the computed quantities unchanged (to rounding); see align/fast_head.py and
+    docs/benchmarks.md for what each is worth."""
+
+    compact_lm_head: bool = field(
+        default=True,
+        metadata={"help": "Project only label positions through the LM head (TRL's CPU head projects all)."},
+    )
+    length_buckets: bool = field(
+        default=True,
+        metadata={"help": "Run the backbone over length-sorted row groups, each padded to its own longest row."},
+    )
+
+
+@dataclass
 class TemplateSection:
     chat_template: str | None = field(
         default=None,

@@ -4,7 +4,7 @@
     align pipeline recipes/quickstart.yaml --from dpo      # re-run dpo and everything after it
     align pipeline recipes/quickstart.yaml --only compare  # re-run one stage
 
-A pipeline recipe holds shared sections (``model``, ``template``, ``lora``, ``data``, ``agreement``) and one
+A pipeline recipe holds shared sections (``model``, ``template``, ``lora``, ``data``, ``agreement``, ``speed``) and one
 section per stage (``sft``, ``rm``, ``judge``, ``dpo``, ``ppo``, ``compare``) whose keys override the shared ones
 for that stage. Wiring, unless a stage section sets it: the RM starts from the SFT adapter (``rm_from_sft``), DPO
 and PPO start from SFT, PPO scores with the RM, ``judge`` is a second reward model trained only on the eval split
@@ -40,7 +40,7 @@ TRAINING_STAGES = {
     "dpo": "align.stages.dpo",
     "ppo": "align.stages.ppo",
 }
-SHARED = ("model", "template", "lora", "data", "agreement")
+SHARED = ("model", "template", "lora", "data", "agreement", "speed")
 TOP_KEYS = {"name", "root", "seed", "stages", "rm_from_sft", "report_to", *SHARED, *STAGE_ORDER}
 
 

@@ -23,8 +23,9 @@ from typing import Any, ClassVar
 import torch
 from trl import DPOConfig, DPOTrainer
 
+from align import fast_head
 from align.agreement import AgreementConfig
-from align.config import ConfigError, LoraSection, ModelSection, RunSection, TemplateSection
+from align.config import ConfigError, LoraSection, ModelSection, RunSection, SpeedSection, TemplateSection
 from align.data.spec import DataConfig
 from align.stages import common
 
@@ -41,6 +42,7 @@ class Recipe:
     agreement: AgreementConfig | None = field(default=None, metadata={"help": "Annotator agreement gate."})
     template: TemplateSection = field(default_factory=TemplateSection)
     lora: LoraSection = field(default_factory=LoraSection)
+    speed: SpeedSection = field(default_factory=SpeedSection)
     training: DPOConfig | None = None
     run: RunSection = field(default_factory=RunSection)
     init_from: str | None = field(default=None, metadata={"help": "SFT stage directory or adapter to start from."})
@@ -70,8 +72,9 @@ class Recipe:
             )
 
 
-class PreTokenizedDPOTrainer(DPOTrainer):
-    """DPOTrainer that accepts align's pre-tokenized rows (prompt_ids/chosen_ids/rejected_ids) as they are.
+class PreTokenizedDPOTrainer(fast_head.CompactHeadMixin, DPOTrainer):
+    """DPOTrainer that accepts align's pre-tokenized rows (prompt_ids/chosen_ids/rejected_ids) as they are, and
+    computes log-probs with align's compact LM head (``speed`` section; see align/fast_head.py).
 
     TRL 1.16 always re-tokenizes from text; align tokenizes once with its template guards instead."""
 
@@ -79,6 +82,10 @@ class PreTokenizedDPOTrainer(DPOTrainer):
         if "prompt_ids" in dataset.column_names:
             return dataset
         return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    def _precompute_ref_logps(self, *args, **kwargs):
+        self.use_compact_head()  # the precomputation runs inside DPOTrainer.__init__, after TRL patched its head
+        return super()._precompute_ref_logps(*args, **kwargs)
 
 
 def step0_tolerance(recipe: Any) -> float:
@@ -151,6 +158,7 @@ def run(recipe: Recipe, callbacks: list | None = None):
         model = ctx.load_policy()
         peft_config = ctx.peft_config("CAUSAL_LM")
     trainer = common.guarded(PreTokenizedDPOTrainer)(
+        speed=recipe.speed,
         model=model,
         args=args,
         train_dataset=common.to_dataset(train),
@@ -165,6 +173,7 @@ def run(recipe: Recipe, callbacks: list | None = None):
         extra["step0"] = step0_check(trainer, list(args.loss_type), tol=step0_tolerance(recipe))
         ctx.recorder.log({"step0_check": extra["step0"]}, step=0)
     ctx.train(trainer)
+    extra["compact_lm_head"] = trainer.use_compact_head()
     metrics = dict(ctx.final_metrics())
     if evals:
         metrics.update(trainer.evaluate())

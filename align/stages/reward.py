@@ -19,7 +19,7 @@ import torch
 from trl import RewardConfig, RewardTrainer
 
 from align.agreement import AgreementConfig
-from align.config import ConfigError, LoraSection, ModelSection, RunSection, TemplateSection
+from align.config import ConfigError, LoraSection, ModelSection, RunSection, SpeedSection, TemplateSection
 from align.data.spec import DataConfig
 from align.stages import common
 
@@ -32,6 +32,7 @@ class Recipe:
     agreement: AgreementConfig | None = field(default=None, metadata={"help": "Annotator agreement gate."})
     template: TemplateSection = field(default_factory=TemplateSection)
     lora: LoraSection = field(default_factory=LoraSection)
+    speed: SpeedSection = field(default_factory=SpeedSection)
     training: RewardConfig | None = None
     run: RunSection = field(default_factory=RunSection)
     init_from: str | None = field(default=None, metadata={"help": "SFT stage directory or adapter to start from."})
@@ -69,13 +70,16 @@ class Recipe:
 def score_sequences(
     model: Any, sequences: list[list[int]], pad_id: int, batch_size: int = 16, padding_side: str = "right"
 ) -> list[float]:
-    """Reward for each token-id sequence (batched, padded, attention-masked). Used by eval, PPO and compare."""
+    """Reward for each token-id sequence (batched, padded, attention-masked). Used by eval, PPO and compare.
+
+    Batches are formed in length order (less padding; scores do not depend on the batch), returned in input order."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out: list[float] = []
+    order = sorted(range(len(sequences)), key=lambda k: len(sequences[k]))
+    scores: list[float] = []
     for i in range(0, len(sequences), batch_size):
-        chunk = sequences[i : i + batch_size]
+        chunk = [sequences[k] for k in order[i : i + batch_size]]
         width = max(len(s) for s in chunk)
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -87,8 +91,11 @@ def score_sequences(
                 ids[j, width - len(s) :] = torch.tensor(s)
                 mask[j, width - len(s) :] = 1
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-        out.extend(logits[:, 0].float().cpu().tolist())
+        scores.extend(logits[:, 0].float().cpu().tolist())
     model.train(was_training)
+    out = [0.0] * len(sequences)
+    for k, v in zip(order, scores):
+        out[k] = v
     return out
 
 
@@ -158,6 +165,10 @@ def run(recipe: Recipe, callbacks: list | None = None):
             "head": "score",
         }
     model.config.use_cache = False
+    if recipe.speed.length_buckets:
+        from align.fast_head import install_bucketed_classifier
+
+        install_bucketed_classifier(model)
     trainer = common.guarded(RewardTrainer)(
         model=model,
         args=args,
@@ -170,7 +181,7 @@ def run(recipe: Recipe, callbacks: list | None = None):
     ctx.start(trainer, data)
     ctx.train(trainer)
     metrics = dict(ctx.final_metrics())
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"length_buckets": recipe.speed.length_buckets}
     model_dir = ctx.save(trainer)
     if evals:
         ev = evaluate_pairs(trainer.model, evals, pad_id)

@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 
 from trl import SFTConfig
 
-from align.config import LoraSection, ModelSection, RunSection, TemplateSection
+from align import fast_head
+from align.config import LoraSection, ModelSection, RunSection, SpeedSection, TemplateSection
 from align.data.spec import DataConfig
 from align.stages import common
 
@@ -30,6 +31,7 @@ class Recipe:
     data: DataConfig | None = field(default=None, metadata={"help": "SFT data (messages or prompt/completion)."})
     template: TemplateSection = field(default_factory=TemplateSection)
     lora: LoraSection = field(default_factory=LoraSection)
+    speed: SpeedSection = field(default_factory=SpeedSection)
     training: SFTConfig | None = None
     run: RunSection = field(default_factory=RunSection)
     init_from: str | None = field(default=None, metadata={"help": "Adapter or model directory to start from."})
@@ -69,8 +71,9 @@ def run(recipe: Recipe, callbacks: list | None = None):
     args = recipe.training
     if not evals:
         args.eval_strategy = "no"
-    trainer_cls = common.guarded(SFTTrainer)
+    trainer_cls = common.guarded(fast_head.with_compact_head(SFTTrainer))
     trainer = trainer_cls(
+        speed=recipe.speed,
         model=model,
         args=args,
         train_dataset=common.to_dataset(train),
@@ -90,4 +93,4 @@ def run(recipe: Recipe, callbacks: list | None = None):
     model_dir = ctx.save(trainer)
     if recipe.merge_adapter and recipe.lora.enabled:
         ctx.save_merged(trainer, model_dir.parent / "merged")
-    return ctx.finish(metrics)
+    return ctx.finish(metrics, compact_lm_head=trainer.use_compact_head())

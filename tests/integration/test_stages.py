@@ -68,6 +68,8 @@ def test_stage_logs_finite_loss_trains_lora_only_and_writes_a_complete_manifest(
     assert len(manifest["data"]["data_cards"][card]) == 64  # sha256 of data_cards/<card>.json
     drops = manifest["data"]["drops"]
     assert drops["kept"] + sum(drops["dropped"].values()) == drops["total"]
+    if stage in ("sft", "dpo"):  # log-probs came from align's compact LM head (speed.compact_lm_head default)
+        assert manifest["compact_lm_head"] is True
 
     # LoRA weights moved away from their init (B starts at zero); base weights are bit-identical to the base.
     from align.models import load_causal_lm, load_sequence_classifier
