@@ -97,27 +97,51 @@ def generate(model: Any, tok: Any, prompts: list[list[dict]], cfg: CompareConfig
     return out
 
 
-def response_logratio(model: Any, samples: list[dict[str, Any]], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-token log-probs of each response under the model with its adapter on and off (its reference).
+def response_logratio(
+    model: Any, samples: list[dict[str, Any]], batch_size: int, *, exact_kl: bool = False
+) -> tuple[np.ndarray, ...]:
+    """Per-token log-probs of each response under the model with its adapter on and off (its reference), the
+    response mask, and (``exact_kl``) the full-distribution KL(policy || reference) at each response position.
 
     Only response positions go through the LM head, over length buckets (align.fast_head): the prompt positions'
     49K-way softmaxes were most of this pass."""
     import torch
 
     from align import fast_head
-    from align.stages.ppo_math import logprobs_from_logits
 
     width_r = max(max(len(s["response_ids"]) for s in samples), 1)
     pol = np.zeros((len(samples), width_r))
     ref = np.zeros((len(samples), width_r))
+    kl = np.zeros((len(samples), width_r))
     mask = np.zeros((len(samples), width_r))
     base = model.get_base_model()
     compact = fast_head.supported(base)
+    weight = base.get_output_embeddings().weight
 
-    def logps(ids, att, labels):
+    def response_logits(ids, att, labels):
+        """Logits [M, V] at the label positions (row-major order) and their (row, col) indices."""
         if compact:
-            return fast_head.compact_log_probs(base, ids, att, labels)[0]
-        return logprobs_from_logits(model(input_ids=ids, attention_mask=att).logits[:, :-1], ids[:, 1:])
+            hidden, (r, c), _ = fast_head.selected_hidden(base, ids, att, labels)
+            return hidden, r, c
+        logits = model(input_ids=ids, attention_mask=att).logits[:, :-1]
+        r, c = (labels[:, 1:] != -100).nonzero(as_tuple=True)
+        return logits[r, c], r, c
+
+    def stats(hp, hq, targets):
+        """Per position: log p(target), log q(target), KL(p || q), from hidden states (or logits) in row chunks."""
+        lp_all, lq_all, kl_all = [], [], []
+        for s in range(0, hp.shape[0], 256):
+            zp, zq = hp[s : s + 256], hq[s : s + 256]
+            if compact:
+                zp, zq = zp.to(weight.dtype) @ weight.t(), zq.to(weight.dtype) @ weight.t()
+            lp, lq = torch.log_softmax(zp.float(), -1), torch.log_softmax(zq.float(), -1)
+            t = targets[s : s + 256, None]
+            lp_all.append(lp.gather(-1, t).squeeze(-1))
+            lq_all.append(lq.gather(-1, t).squeeze(-1))
+            if exact_kl:
+                kl_all.append((lp.exp() * (lp - lq)).sum(-1))
+        cat = lambda xs: torch.cat(xs) if xs else torch.zeros(0)  # noqa: E731
+        return cat(lp_all), cat(lq_all), cat(kl_all)
 
     for i in range(0, len(samples), batch_size):
         chunk = samples[i : i + batch_size]
@@ -131,15 +155,18 @@ def response_logratio(model: Any, samples: list[dict[str, Any]], batch_size: int
             att[j, : len(s)] = 1
             labels[j, len(smp["prompt_ids"]) : len(s)] = ids[j, len(smp["prompt_ids"]) : len(s)]
         with torch.no_grad():
-            lp = logps(ids, att, labels)
+            hp, r, c = response_logits(ids, att, labels)
             with model.disable_adapter():
-                lr = logps(ids, att, labels)
-        for j, s in enumerate(chunk):
-            start, n = len(s["prompt_ids"]) - 1, len(s["response_ids"])
-            pol[i + j, :n] = lp[j, start : start + n].float().numpy()
-            ref[i + j, :n] = lr[j, start : start + n].float().numpy()
-            mask[i + j, :n] = 1
-    return pol, ref, mask
+                hq, _, _ = response_logits(ids, att, labels)
+            lp, lq, k = stats(hp, hq, labels[:, 1:][r, c])
+        for n, (row, col) in enumerate(zip(r.tolist(), c.tolist())):
+            t = col - (len(chunk[row]["prompt_ids"]) - 1)  # response token index
+            pol[i + row, t] = float(lp[n])
+            ref[i + row, t] = float(lq[n])
+            if exact_kl:
+                kl[i + row, t] = float(k[n])
+            mask[i + row, t] = 1
+    return (pol, ref, mask, kl) if exact_kl else (pol, ref, mask)
 
 
 def load_judge(judge: str, log=print):
@@ -247,8 +274,8 @@ def run_compare(cfg: CompareConfig, log=print, pairs: list[Any] | None = None) -
             "generate_seconds": round(time.time() - tg, 2),
         }
         if info.get("adapter"):
-            pol, ref, mask = response_logratio(model, samples, cfg.batch_size)
-            entry["kl"] = cs.sample_kl(pol, ref, mask, n_boot=cfg.n_boot, seed=cfg.seed)
+            pol, ref, mask, exact = response_logratio(model, samples, cfg.batch_size, exact_kl=True)
+            entry["kl"] = cs.sample_kl(pol, ref, mask, n_boot=cfg.n_boot, seed=cfg.seed, exact_token_kl=exact)
             if pairs:
                 entry["implicit"] = cs.implicit_reward_accuracy(
                     np.array(implicit_margins(model, tok, pairs, cfg.batch_size)), n_boot=cfg.n_boot, seed=cfg.seed
@@ -331,6 +358,13 @@ def build_report(
     }
 
 
+def kl_shown(kl: dict[str, Any]) -> tuple[float, float, float]:
+    """The KL the report shows: exact along the responses when computed, else the k1 sample estimate."""
+    if "exact_mean" in kl:
+        return kl["exact_mean"], kl["exact_low"], kl["exact_high"]
+    return kl["mean"], kl["low"], kl["high"]
+
+
 def _fmt_ci(d: dict[str, Any] | None, key: str = "mean", pct: bool = False) -> str:
     if not d:
         return "-"
@@ -368,7 +402,7 @@ def render_markdown(
         lc = vs["length_controlled"] if vs else None
         lcs = f"{lc['lc_win_rate'] * 100:.1f}% [{lc['low'] * 100:.1f}, {lc['high'] * 100:.1f}]" if lc else "-"
         kl = c["kl_to_reference"]
-        kls = f"{kl['mean']:.3f} [{kl['low']:.3f}, {kl['high']:.3f}]" if kl else "-"
+        kls = "{:.3f} [{:.3f}, {:.3f}]".format(*kl_shown(kl)) if kl else "-"
         ia = c["implicit_reward_accuracy"]
         ias = (
             f"{ia['accuracy'] * 100:.1f}% [{ia['low'] * 100:.1f}, {ia['high'] * 100:.1f}] (n={ia['n']})" if ia else "-"
@@ -396,6 +430,10 @@ def render_markdown(
     lines += [
         "",
         f"Length control: {report['length_control_method']}.",
+        "",
+        "KL to the reference: the full-distribution KL(policy || reference) at every response position, summed over "
+        "the response (exact for the responses produced, so it cannot go negative and holds for greedy decoding); "
+        "the sampling estimators k1 and k3, valid only for sampled responses, are in report.json.",
         "",
         "![reward distribution](rewards.png) ![win rates](win_rates.png) ![reward vs KL](reward_vs_kl.png)",
         "",
@@ -446,7 +484,7 @@ def write_plots(report: dict[str, Any], results: dict[str, dict[str, Any]], out_
 
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     for n, c in report["checkpoints"].items():
-        kl = c["kl_to_reference"]["mean"] if c["kl_to_reference"] else 0.0
+        kl = kl_shown(c["kl_to_reference"])[0] if c["kl_to_reference"] else 0.0
         r = c["reward"]
         ax.errorbar([kl], [r["mean"]], yerr=[[r["mean"] - r["low"]], [r["high"] - r["mean"]]], fmt="o", capsize=3)
         ax.annotate(n, (kl, r["mean"]), textcoords="offset points", xytext=(5, 5))

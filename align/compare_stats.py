@@ -354,6 +354,7 @@ def sample_kl(
     n_boot: int = 2000,
     alpha: float = 0.05,
     seed: int = 0,
+    exact_token_kl: object | None = None,
 ) -> dict[str, float | int]:
     """Estimate KL(policy || ref) per response from the policy's own samples, with a bootstrap CI over prompts.
 
@@ -367,7 +368,11 @@ def sample_kl(
       never negative, usually lower variance.
 
     Returns ``mean``/``low``/``high`` for k1, ``k3_mean``/``k3_low``/``k3_high`` for k3 (both in nats per
-    sequence) and ``n``. Only meaningful when the responses were sampled from the policy.
+    sequence) and ``n``. k1 and k3 are only meaningful when the responses were sampled from the policy.
+
+    ``exact_token_kl`` (same shape), when given, holds the full-distribution ``KL(pi(.|prefix) || ref(.|prefix))``
+    at each response position; its per-sequence sum (``exact_mean``/``exact_low``/``exact_high``) is the KL
+    accumulated along the responses actually produced, never negative, and valid for greedy decoding too.
     """
     _check_bootstrap_args(n_boot, alpha)
     lp = np.asarray(policy_logprobs, dtype=float)
@@ -393,7 +398,7 @@ def sample_kl(
     k3 = np.where(on, np.expm1(-log_ratio) + log_ratio, 0.0).sum(axis=1)
     k1_low, k1_high = _bootstrap_mean_ci(k1, n_boot, alpha, seed)
     k3_low, k3_high = _bootstrap_mean_ci(k3, n_boot, alpha, seed)
-    return {
+    out: dict[str, float | int] = {
         "mean": float(k1.mean()),
         "low": k1_low,
         "high": k1_high,
@@ -402,6 +407,16 @@ def sample_kl(
         "k3_high": k3_high,
         "n": int(k1.size),
     }
+    if exact_token_kl is not None:
+        ex = np.asarray(exact_token_kl, dtype=float)
+        if ex.shape != lp.shape:
+            raise ValueError(f"exact_token_kl has shape {ex.shape}; it must match policy_logprobs {lp.shape}.")
+        if not np.all(np.isfinite(ex[on])) or np.any(ex[on] < -1e-6):
+            raise ValueError("exact_token_kl must be finite and >= 0 on response tokens (it is a KL divergence).")
+        seq = np.where(on, np.maximum(ex, 0.0), 0.0).sum(axis=1)
+        ex_low, ex_high = _bootstrap_mean_ci(seq, n_boot, alpha, seed)
+        out.update(exact_mean=float(seq.mean()), exact_low=ex_low, exact_high=ex_high)
+    return out
 
 
 def implicit_reward_accuracy(

@@ -151,6 +151,40 @@ def supported(model: Any) -> bool:
     return head is not None and getattr(head, "bias", None) is None and cfg is model.config
 
 
+def selected_hidden(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    lengths: torch.Tensor | None = None,
+    buckets: bool = True,
+):
+    """Last hidden states at the positions whose next-token label (``labels[:, 1:]``) is not -100, from the backbone
+    run over length buckets: ``(hidden [M, H], (rows, cols) into [rows, width - 1], anchor)``; ``anchor`` is a
+    scalar tied to the graph (zero-valued use keeps an all-masked batch differentiable)."""
+    if lengths is None:
+        lengths = right_padded_lengths(attention_mask)
+        if lengths is None:
+            raise ValueError("the compact LM head needs a right-padded attention_mask")
+    backbone = getattr(model, model.base_model_prefix)
+    valid = labels[:, 1:] != -100
+    groups = length_buckets(lengths.tolist()) if buckets else [list(range(input_ids.shape[0]))]
+    hiddens, rows_idx, cols_idx = [], [], []
+    anchor = None
+    for rows in groups:
+        idx = torch.tensor(rows, device=input_ids.device)
+        top = max(1, int(lengths[idx].max()))
+        out = backbone(input_ids=input_ids[idx, :top], attention_mask=attention_mask[idx, :top], use_cache=False)
+        sel = valid[idx, : top - 1]
+        r, c = sel.nonzero(as_tuple=True)
+        hiddens.append(out.last_hidden_state[:, : top - 1][r, c])
+        rows_idx.append(idx[r])
+        cols_idx.append(c)
+        anchor = out.last_hidden_state.sum() if anchor is None else anchor
+    return torch.cat(hiddens), (torch.cat(rows_idx), torch.cat(cols_idx)), anchor
+
+
 def compact_log_probs(
     model: Any,
     input_ids: torch.Tensor,
@@ -165,33 +199,16 @@ def compact_log_probs(
 
     ``model`` is a transformers causal LM (PEFT adapters injected or not); ``attention_mask`` must be right-padded
     (``lengths`` from :func:`right_padded_lengths`, computed here when not given)."""
-    if lengths is None:
-        lengths = right_padded_lengths(attention_mask)
-        if lengths is None:
-            raise ValueError("compact_log_probs needs a right-padded attention_mask")
-    backbone = getattr(model, model.base_model_prefix)
-    n_rows, width = input_ids.shape
-    shifted = labels[:, 1:]
-    valid = shifted != -100
-    groups = length_buckets(lengths.tolist()) if buckets else [list(range(n_rows))]
-    hiddens, rows_idx, cols_idx = [], [], []
-    for rows in groups:
-        idx = torch.tensor(rows, device=input_ids.device)
-        top = max(1, int(lengths[idx].max()))
-        out = backbone(input_ids=input_ids[idx, :top], attention_mask=attention_mask[idx, :top], use_cache=False)
-        sel = valid[idx, : top - 1]
-        r, c = sel.nonzero(as_tuple=True)
-        hiddens.append(out.last_hidden_state[:, : top - 1][r, c])
-        rows_idx.append(idx[r])
-        cols_idx.append(c)
-    r, c = torch.cat(rows_idx), torch.cat(cols_idx)
-    lp, ent, mean_logit, top1 = selected_log_probs(
-        torch.cat(hiddens), model.get_output_embeddings().weight, shifted[r, c]
+    hidden, (r, c), anchor = selected_hidden(
+        model, input_ids, attention_mask, labels, lengths=lengths, buckets=buckets
     )
+    shifted = labels[:, 1:]
+    n_rows, width = input_ids.shape
+    lp, ent, mean_logit, top1 = selected_log_probs(hidden, model.get_output_embeddings().weight, shifted[r, c])
     shape = (n_rows, width - 1)
     log_probs = torch.zeros(shape, device=lp.device, dtype=lp.dtype).index_put((r, c), lp)
     if r.numel() == 0:  # no label at all: stay connected to the model, so backward() gives zero gradients
-        log_probs = log_probs + 0.0 * out.last_hidden_state.sum()
+        log_probs = log_probs + 0.0 * anchor
     return (
         log_probs,
         torch.zeros(shape, device=lp.device).index_put((r, c), ent),

@@ -486,6 +486,13 @@ def response_mask(responses: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, t
     return positions <= first.unsqueeze(1), has_eos
 
 
+def leading_pad_columns(attention_mask: torch.Tensor) -> int:
+    """How many leading columns are padding in every row. A micro-batch drops them before its forward: with left
+    padding and explicit position ids the result is the same, and short prompts stop paying for the longest one."""
+    used = attention_mask.bool().any(dim=0).nonzero()
+    return int(used[0]) if len(used) else 0
+
+
 def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     """Positions counted over real tokens only, as ``generate`` does for left-padded rows."""
     return (mask.long().cumsum(dim=1) - 1).clamp(min=0)
@@ -867,26 +874,28 @@ class PPOTrainer:
 
     @torch.no_grad()
     def forward_logprobs(self, input_ids, attention_mask, position_ids, responses) -> tuple[torch.Tensor, ...]:
-        """Old log-probs and values (adapter on) and reference log-probs (adapter off), in micro-batches."""
+        """Old log-probs and values (adapter on) and reference log-probs (adapter off), in micro-batches of rows of
+        similar prompt length (each trimmed of its all-padding leading columns), returned in row order."""
         R = responses.shape[1]
-        lps, vals, refs = [], [], []
+        n = input_ids.shape[0]
         P = input_ids.shape[1] - R
-        for s in range(0, input_ids.shape[0], self.micro_batch_size):
-            sl = slice(s, s + self.micro_batch_size)
+        lps = torch.zeros((n, R), device=self.device)
+        refs, vals = torch.zeros_like(lps), torch.zeros_like(lps)
+        order = torch.argsort(attention_mask[:, :P].sum(dim=1), stable=True)
+        for s in range(0, n, self.micro_batch_size):
+            rows = order[s : s + self.micro_batch_size]
+            lead = leading_pad_columns(attention_mask[rows])
+            ids, att, pos = (t[rows, lead:] for t in (input_ids, attention_mask, position_ids))
             with self.autocast():
-                logits, values = self.unwrapped(input_ids[sl], attention_mask[sl], position_ids[sl], R + 1)
-            lps.append(self._response_logprobs(logits, responses[sl]))
-            vals.append(values[:, P - 1 : P + R - 1].float())
+                logits, values = self.unwrapped(ids, att, pos, R + 1)
+            lps[rows] = self._response_logprobs(logits, responses[rows]).float()
+            vals[rows] = values[:, P - lead - 1 : P - lead + R - 1].float()
             with self.unwrapped.policy.disable_adapter(), self.autocast():
                 ref_logits = self.unwrapped.policy(
-                    input_ids=input_ids[sl],
-                    attention_mask=attention_mask[sl],
-                    position_ids=position_ids[sl],
-                    use_cache=False,
-                    logits_to_keep=R + 1,
+                    input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False, logits_to_keep=R + 1
                 ).logits
-            refs.append(self._response_logprobs(ref_logits, responses[sl]))
-        return torch.cat(lps), torch.cat(refs), torch.cat(vals)
+            refs[rows] = self._response_logprobs(ref_logits, responses[rows]).float()
+        return lps, refs, vals
 
     def score(self, idx: list[int], responses, rmask, has_eos) -> tuple[torch.Tensor, list[str]]:
         """Raw scores of this process's responses, and the response texts (without EOS)."""
@@ -978,13 +987,17 @@ class PPOTrainer:
                 for mstart in range(0, len(mb), self.micro_batch_size):
                     mi = mb[mstart : mstart + self.micro_batch_size]
                     with acc.accumulate(self.model):
+                        lead = leading_pad_columns(ro.attention_mask[mi])
                         with self.autocast():
                             logits, values = self.model(
-                                ro.input_ids[mi], ro.attention_mask[mi], ro.position_ids[mi], R + 1
+                                ro.input_ids[mi, lead:],
+                                ro.attention_mask[mi, lead:],
+                                ro.position_ids[mi, lead:],
+                                R + 1,
                             )
                         mask = ro.mask[mi]
                         new_lp = self._response_logprobs(logits, ro.responses[mi])
-                        new_v = values[:, P - 1 : P + R - 1].float()
+                        new_v = values[:, P - lead - 1 : P - lead + R - 1].float()
                         pl, ps = pm.policy_loss(new_lp, ro.logprobs[mi], ro.advantages[mi], mask, cfg.cliprange)
                         vl, vs = pm.value_loss(new_v, ro.values[mi], ro.returns[mi], mask, cfg.cliprange_value)
                         with torch.set_grad_enabled(cfg.entropy_coef > 0):

@@ -381,3 +381,15 @@ def test_self_judging_warning_is_empty_for_a_disjoint_judge():
     assert len(self_judging_warning("sha256:abc", {"ppo": "sha256:abc", "ppo2": "sha256:abc"})) == 2
     with pytest.raises(ValueError, match="judge_id"):
         self_judging_warning("", {"ppo": "x"})
+
+
+def test_exact_kl_is_summed_per_response_and_must_be_a_divergence():
+    lp = np.log(np.full((2, 3), 0.5))
+    lq = np.log(np.full((2, 3), 0.25))
+    mask = np.array([[1, 1, 0], [1, 1, 1]])
+    exact = np.array([[0.1, 0.2, 9.0], [0.3, 0.0, 0.3]])  # the 9.0 sits under mask 0: ignored
+    out = sample_kl(lp, lq, mask, n_boot=200, exact_token_kl=exact)
+    assert out["exact_mean"] == pytest.approx((0.3 + 0.6) / 2)
+    assert out["exact_low"] <= out["exact_mean"] <= out["exact_high"]
+    with pytest.raises(ValueError, match="KL divergence"):
+        sample_kl(lp, lq, mask, n_boot=200, exact_token_kl=-exact)

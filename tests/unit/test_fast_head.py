@@ -173,3 +173,56 @@ def test_bucketed_reward_model_gives_the_padded_batch_scores_and_gradients(tiny_
     assert got.shape == want.shape == (8, 1)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grads, want_grads, atol=1e-6, rtol=1e-4)
+
+
+def test_compare_log_ratios_and_exact_kl_match_full_logits(tiny_model_dir):
+    from align.compare import response_logratio
+
+    model = _tiny_lora(tiny_model_dir)
+    g = torch.Generator().manual_seed(3)
+    samples = [
+        {"prompt_ids": torch.randint(3, 1000, (p,), generator=g).tolist(),
+         "response_ids": torch.randint(3, 1000, (r,), generator=g).tolist()}
+        for p, r in [(5, 7), (12, 3), (3, 9), (20, 1)]
+    ]  # fmt: skip
+    pol, ref, mask, kl = response_logratio(model, samples, batch_size=3, exact_kl=True)
+    for i, s in enumerate(samples):
+        ids = torch.tensor([s["prompt_ids"] + s["response_ids"]])
+        with torch.no_grad():
+            lp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+            with model.disable_adapter():
+                lq = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+        start, n = len(s["prompt_ids"]) - 1, len(s["response_ids"])
+        tgt = ids[0, 1:, None]
+        want_p = lp.gather(-1, tgt).squeeze(-1)[start : start + n]
+        want_q = lq.gather(-1, tgt).squeeze(-1)[start : start + n]
+        want_kl = (lp.exp() * (lp - lq)).sum(-1)[start : start + n]
+        assert mask[i].sum() == n and mask[i, :n].all()
+        torch.testing.assert_close(torch.tensor(pol[i, :n]).float(), want_p, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(torch.tensor(ref[i, :n]).float(), want_q, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(torch.tensor(kl[i, :n]).float(), want_kl, atol=1e-5, rtol=1e-4)
+    assert (kl[mask == 1] > 0).all()  # the adapter (random init) moved every distribution
+
+
+def test_ppo_micro_batches_drop_shared_left_padding_without_changing_outputs(tiny_model_dir):
+    from align.stages.ppo import leading_pad_columns, position_ids_from_mask
+
+    model = _tiny_lora(tiny_model_dir)
+    ids, att, _ = _batch(1000, [7, 12, 9], [1, 1, 1], left=True)
+    ids = torch.cat([torch.zeros((3, 5), dtype=torch.long), ids], 1)  # 5 more columns of shared padding
+    att = torch.cat([torch.zeros((3, 5), dtype=torch.long), att], 1)
+    assert leading_pad_columns(att) == 5 + (12 - 12)
+    assert leading_pad_columns(att[[0, 2]]) == 5 + 12 - 9
+    pos = position_ids_from_mask(att)
+    rows = [0, 2]
+    lead = leading_pad_columns(att[rows])
+    with torch.no_grad():
+        full = model(input_ids=ids[rows], attention_mask=att[rows], position_ids=pos[rows], logits_to_keep=4).logits
+        cut = model(
+            input_ids=ids[rows, lead:],
+            attention_mask=att[rows, lead:],
+            position_ids=pos[rows, lead:],
+            logits_to_keep=4,
+        ).logits
+    torch.testing.assert_close(cut, full, atol=1e-5, rtol=1e-5)
+    assert leading_pad_columns(torch.zeros((2, 4), dtype=torch.long)) == 0
