@@ -281,6 +281,8 @@ def bench_ppo(args: argparse.Namespace, root: str) -> dict[str, Any] | None:
             "init_from=null",
             "reward_model=null",
             "reward_fn=align.stages.ppo:reward_contains",
+            "ppo.reward_normalization=running",  # the recipe's rm_stats and value_init need its reward model
+            "ppo.value_init=zero",
             f"ppo.num_iterations={1 + args.ppo_iterations}",
         ],
     )
