@@ -138,6 +138,22 @@ def right_padded_lengths(attention_mask: torch.Tensor) -> torch.Tensor | None:
     return lengths if torch.equal(attention_mask.bool(), expect) else None
 
 
+def plain_call_lengths(args: tuple, kwargs: dict[str, Any], extra: set[str] = frozenset()) -> torch.Tensor | None:
+    """Row lengths when a forward call is the plain case the compact paths cover (keyword ``input_ids`` and a
+    right-padded ``attention_mask``, nothing else that changes the result but the ``extra`` keys); else None."""
+    # PEFT passes output_attentions / output_hidden_states / return_dict as None: they ask for nothing here.
+    given = {k for k, v in kwargs.items() if v is not None and not (k in QUIET_FLAGS and v in (False, True))}
+    plain = (
+        not args
+        and kwargs.get("input_ids") is not None
+        and kwargs.get("attention_mask") is not None
+        and given <= {"input_ids", "attention_mask", "use_cache", *extra}
+        and not kwargs.get("output_attentions")
+        and not kwargs.get("output_hidden_states")
+    )
+    return right_padded_lengths(kwargs["attention_mask"]) if plain else None
+
+
 def supported(model: Any) -> bool:
     cfg = model.config.get_text_config()
     if getattr(cfg, "final_logit_softcapping", None) is not None:
@@ -229,19 +245,8 @@ def install(model: Any, *, buckets: bool = True) -> bool:
     previous = model.forward
 
     def forward(*args, fused_lm_head: bool = False, labels=None, **kwargs):
-        # PEFT passes output_attentions / output_hidden_states / return_dict as None: they ask for nothing here.
-        given = {k for k, v in kwargs.items() if v is not None and not (k in QUIET_FLAGS and v in (False, True))}
-        plain = (
-            fused_lm_head
-            and not args
-            and labels is not None
-            and kwargs.get("input_ids") is not None
-            and kwargs.get("attention_mask") is not None
-            and given <= {"input_ids", "attention_mask", "use_cache", "num_items_in_batch"}
-            and not kwargs.get("output_attentions")
-            and not kwargs.get("output_hidden_states")
-        )
-        lengths = right_padded_lengths(kwargs["attention_mask"]) if plain else None
+        plain = fused_lm_head and labels is not None
+        lengths = plain_call_lengths(args, kwargs, {"num_items_in_batch"}) if plain else None
         if lengths is None:
             if fused_lm_head:
                 kwargs["fused_lm_head"] = True
@@ -309,16 +314,7 @@ def install_bucketed_classifier(model: Any) -> bool:
     previous = model.forward
 
     def forward(*args, **kwargs):
-        given = {k for k, v in kwargs.items() if v is not None and not (k in QUIET_FLAGS and v in (False, True))}
-        plain = (
-            not args
-            and kwargs.get("input_ids") is not None
-            and kwargs.get("attention_mask") is not None
-            and given <= {"input_ids", "attention_mask", "use_cache", "return_dict"}
-            and not kwargs.get("output_attentions")
-            and not kwargs.get("output_hidden_states")
-        )
-        lengths = right_padded_lengths(kwargs["attention_mask"]) if plain else None
+        lengths = plain_call_lengths(args, kwargs)
         if lengths is None:
             return previous(*args, **kwargs)
         groups = length_buckets(lengths.tolist())
