@@ -1,4 +1,4 @@
-"""PPO for language models with LoRA, a value head and a reward model or reward function: align's own loop.
+"""PPO for language models with LoRA, a critic and a reward model or reward function: align's own loop.
 
     align ppo recipes/tiny/ppo.yaml
     accelerate launch -m align ppo recipes/smollm2-135m/ppo.yaml ppo.num_iterations=20
@@ -17,10 +17,15 @@ iteration:
 2. scoring: the reward model scores prompt+response ids (re-tokenized with the reward model's own tokenizer and
    template when its vocabulary or template differs from the policy's, FAULTS 17) or a ``module:function``
    reward scores the texts; then the missing-EOS penalty, normalisation and clipping;
-3. per-token rewards (KL to the reference on every token, score on the last), GAE over the value head's values,
+3. per-token rewards (KL to the reference on every token, score on the last), GAE over the critic's values,
    optional advantage whitening;
 4. ``ppo_epochs`` over shuffled minibatches with gradient accumulation: clipped policy loss + ``vf_coef`` * clipped
    value loss - ``entropy_coef`` * entropy, gradient clipping, AdamW over the LoRA and value-head parameters.
+
+The critic (``ppo.value_model``) is a linear value head on the policy's own last hidden state (``head``: one forward,
+a shared backbone), or a second LoRA adapter on the same base weights with its own value head (``adapter``: a
+separate critic, one more forward per step; it can start as the reward model, adapter and score head). With a
+critic adapter the policy's and the critic's gradients are clipped apart.
 
 One copy of the base weights serves policy and reference: the reference is the same model with the LoRA adapter
 disabled (``reference: sft`` merges the ``init_from`` adapter into the base first; ``reference: base`` keeps
@@ -29,7 +34,7 @@ PPO, so the first minibatch of every iteration has probability ratio exactly 1.
 
 Run directory: ``config.yaml``, ``manifest.json``, ``metrics.jsonl`` (one row per iteration), ``samples.jsonl``,
 ``checkpoints/checkpoint-<iteration>/`` (written under a temporary name, renamed when complete, ``state.json``
-last) and ``model/`` (policy adapter, value head, tokenizer, chat template).
+last) and ``model/`` (policy adapter, value head, tokenizer, chat template, and ``critic/``: the critic adapter).
 """
 
 from __future__ import annotations
@@ -61,7 +66,9 @@ VALUE_MODELS = ("head", "adapter")
 VALUE_INITS = ("zero", "reward_model")
 REFERENCES = ("sft", "base")
 STATE_FILE = "state.json"
-CHECKPOINT_FILES = ("adapter_model.safetensors", "adapter_config.json", "value_head.safetensors", "optimizer.pt")
+VALUE_ADAPTER = "value"  # peft adapter name of the critic when ppo.value_model is adapter
+CRITIC_DIR = "critic"  # the critic adapter's directory inside model/ and checkpoints (a loadable peft adapter)
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -72,7 +79,11 @@ CHECKPOINT_FILES = ("adapter_model.safetensors", "adapter_config.json", "value_h
 class PPOSection:
     """PPO settings (names follow cleanrl/TRL). Defaults suit a 135M model with LoRA on a 2-core CPU."""
 
-    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (LoRA + value head)."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate of the policy adapter."})
+    value_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "AdamW learning rate of the critic (value head, critic adapter); null = learning_rate."},
+    )
     num_iterations: int = field(
         default=10, metadata={"help": "PPO iterations: each is one rollout batch and its PPO epochs."}
     )
@@ -126,11 +137,18 @@ class PPOSection:
     )
     value_model: str = field(
         default="head",
-        metadata={"help": "head: a linear value head on the policy's last hidden state (adapter: not built yet)."},
+        metadata={
+            "help": "head: a linear value head on the policy's own last hidden state (one forward, shared "
+            "backbone); adapter: a second LoRA adapter on the same base weights plus a value head (a separate "
+            "critic: policy and value gradients do not share weights; one more forward per step)."
+        },
     )
     value_init: str = field(
         default="zero",
-        metadata={"help": "zero, or reward_model: copy the reward model's score head when the shapes match."},
+        metadata={
+            "help": "zero, or reward_model: copy the reward model's score head when the shapes match (and, with "
+            "value_model: adapter, its LoRA adapter too, so the critic starts as the reward model)."
+        },
     )
     sample_every: int = field(
         default=5, metadata={"help": "Append a few (prompt, response, score) samples every K iterations (0 = off)."}
@@ -165,6 +183,10 @@ class PPOSection:
             f"{self.mini_batch_size} (each minibatch is split into that many micro-batches).",
         )
         need(self.learning_rate > 0, f"learning_rate={self.learning_rate}: must be > 0 (e.g. 5e-5).")
+        need(
+            self.value_learning_rate is None or self.value_learning_rate > 0,
+            f"value_learning_rate={self.value_learning_rate}: must be > 0, or null for learning_rate.",
+        )
         need(self.max_grad_norm > 0, f"max_grad_norm={self.max_grad_norm}: must be > 0 (e.g. 1.0).")
         need(self.temperature > 0, f"temperature={self.temperature}: must be > 0 (e.g. 0.7).")
         need(0 < self.top_p <= 1, f"top_p={self.top_p}: must be in (0, 1] (1.0 turns it off).")
@@ -191,10 +213,9 @@ class PPOSection:
         )
         need(self.reward_clip is None or self.reward_clip > 0, "reward_clip must be > 0 or null.")
         need(self.approx_kl_stop is None or self.approx_kl_stop > 0, "approx_kl_stop must be > 0 or null.")
-        need(self.value_model in VALUE_MODELS, f"value_model={self.value_model!r}: use head.")
         need(
-            self.value_model != "adapter",
-            "value_model=adapter (a separate LoRA adapter as critic) is not built yet; use value_model: head.",
+            self.value_model in VALUE_MODELS,
+            f"value_model={self.value_model!r}: use one of {', '.join(VALUE_MODELS)}.",
         )
         need(self.value_init in VALUE_INITS, f"value_init={self.value_init!r}: use one of {', '.join(VALUE_INITS)}.")
         need(self.sample_every >= 0 and self.sample_count >= 0, "sample_every and sample_count must be >= 0.")
@@ -382,6 +403,10 @@ class RewardModelScorer:
         stats_file = model_dir / "reward_stats.json"
         self.stats = json.loads(stats_file.read_text()) if stats_file.is_file() else None
         adapter_cfg = model_dir / "adapter_config.json"
+        # a LoRA reward model's adapter directory and the adapters merged under it: a critic adapter can start
+        # from them (ppo.value_model adapter, value_init reward_model)
+        self.adapter_dir: Path | None = model_dir if adapter_cfg.is_file() else None
+        self.merged: list[str] = []
         if adapter_cfg.is_file():
             from peft import PeftModel
 
@@ -407,6 +432,7 @@ class RewardModelScorer:
                     "model cannot be rebuilt without it. Restore that directory or retrain the reward model."
                 )
             model = merge_chain(model, chain)
+            self.merged = chain
             model = PeftModel.from_pretrained(model, str(model_dir)).merge_and_unload()
         else:
             self.tokenizer = load_tokenizer(str(model_dir))
@@ -502,25 +528,89 @@ def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
 # Model
 
 
-class PolicyWithValue(nn.Module):
-    """The peft policy plus a linear value head on its last hidden state: one forward gives logits and values."""
+@contextlib.contextmanager
+def adapter_active(model: nn.Module, name: str, trainable: list[str]):
+    """Run with the peft adapter ``name`` active, then switch back; every adapter in ``trainable`` stays trainable.
 
-    def __init__(self, policy: nn.Module, value_head: nn.Linear):
+    peft's ``set_adapter`` freezes the adapters it switches off, so when a policy adapter and a critic adapter train
+    together both are marked trainable again after each switch (peft ``set_requires_grad``)."""
+    previous = model.active_adapter
+    if previous == name:
+        yield
+        return
+    model.set_adapter(name)
+    model.set_requires_grad(trainable, True)
+    try:
+        yield
+    finally:
+        model.set_adapter(previous)
+        model.set_requires_grad(trainable, True)
+
+
+class PolicyWithValue(nn.Module):
+    """The peft policy plus a linear value head: one module, so DDP sees every trainable weight in one forward.
+
+    ``value_adapter`` None: the head reads the policy's own last hidden state (one forward gives logits and values).
+    Otherwise the head reads the last hidden state of a second forward with the critic adapter ``value_adapter``
+    active on the same base weights: a separate critic whose gradients never touch the policy's adapter."""
+
+    def __init__(self, policy: nn.Module, value_head: nn.Linear, value_adapter: str | None = None):
         super().__init__()
         self.policy = policy
         self.value_head = value_head
+        self.value_adapter = value_adapter
+        self.policy_adapter: str = policy.active_adapter
+        self.trainable_adapters = list(policy.peft_config) if value_adapter else [self.policy_adapter]
 
     def forward(self, input_ids, attention_mask, position_ids, logits_to_keep: int = 0):
-        out = self.policy(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            output_hidden_states=True,
-            use_cache=False,
-            logits_to_keep=logits_to_keep,
-        )
-        values = self.value_head(out.hidden_states[-1].float()).squeeze(-1)
-        return out.logits, values
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "use_cache": False,
+        }
+        if self.value_adapter is None:
+            out = self.policy(**inputs, output_hidden_states=True, logits_to_keep=logits_to_keep)
+            return out.logits, self.value_head(out.hidden_states[-1].float()).squeeze(-1)
+        logits = self.policy(**inputs, logits_to_keep=logits_to_keep).logits
+        with adapter_active(self.policy, self.value_adapter, self.trainable_adapters):
+            hidden = self.policy(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+        return logits, self.value_head(hidden.float()).squeeze(-1)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters: ``policy`` (the policy adapter) and ``critic`` (the value head, and the critic
+        adapter when there is one)."""
+        from peft.tuners.lora import LoraLayer
+
+        marks = tuple(f".{layer}.{self.value_adapter}." for layer in LoraLayer.adapter_layer_names)
+        trainable = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        in_critic_adapter = self.value_adapter is not None
+        critic = {
+            n
+            for n, _ in trainable
+            if n.startswith("value_head.") or (in_critic_adapter and any(m in n for m in marks))
+        }
+        return {
+            "policy": [p for n, p in trainable if n not in critic],
+            "critic": [p for n, p in trainable if n in critic],
+        }
+
+    def clip_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by gradient-clipping group: one group when the value head shares the policy's backbone (the
+        value loss trains the policy's adapter too); ``policy`` and ``critic`` apart with a critic adapter, so the
+        value loss's gradients (often far larger) never shrink the policy's step."""
+        groups = self.parameter_groups()
+        return groups if self.value_adapter else {"all": groups["policy"] + groups["critic"]}
+
+    @contextlib.contextmanager
+    def reference(self):
+        """The reference model: the policy with every adapter off. peft freezes the inactive adapters when it turns
+        adapters back on, so the trainable ones (the critic's included) are marked trainable again afterwards."""
+        try:
+            with self.policy.disable_adapter():
+                yield self.policy
+        finally:
+            self.policy.set_requires_grad(self.trainable_adapters, True)
 
 
 def policy_weights(recipe: Recipe, init_from: Path | None) -> tuple[list[str], bool]:
@@ -578,17 +668,23 @@ def hidden_size(model: nn.Module) -> int:
     return int(cfg.hidden_size)
 
 
-def init_value_head(head: nn.Linear, how: str, rm: RewardModelScorer | None, log=print) -> str:
-    """Zero the value head, or copy the reward model's score head into it when the shapes match."""
+def init_value_head(
+    head: nn.Linear, how: str, rm: RewardModelScorer | None, log=print, normalize: tuple[float, float] | None = None
+) -> str:
+    """Zero the value head, or copy the reward model's score head into it when the shapes match.
+
+    ``normalize`` (mean, std): the scores PPO optimises are the reward model's normalised by these (reward_normalization
+    rm_stats), so the copied head is rescaled to predict ``(score - mean) / std``, the scale of the returns."""
     with torch.no_grad():
         head.weight.zero_()
         head.bias.zero_()
         if how == "reward_model" and rm is not None:
             score = rm.score_head()
             if score is not None and score.weight.shape == head.weight.shape:
-                head.weight.copy_(score.weight.float())
-                if score.bias is not None:
-                    head.bias.copy_(score.bias.float())
+                mean, std = normalize or (0.0, 1.0)
+                head.weight.copy_(score.weight.float() / std)
+                bias = score.bias.float() if score.bias is not None else torch.zeros_like(head.bias)
+                head.bias.copy_((bias - mean) / std)
                 return "reward_model"
             shape = None if score is None else tuple(score.weight.shape)
             log(
@@ -596,6 +692,60 @@ def init_value_head(head: nn.Linear, how: str, rm: RewardModelScorer | None, log
                 f"the value head {tuple(head.weight.shape)}; starting from zero"
             )
     return "zero"
+
+
+def add_value_adapter(
+    policy: nn.Module, recipe: Recipe, rm: RewardModelScorer | None, merged_chain: list[str], log=print
+) -> str:
+    """Add the critic adapter (``VALUE_ADAPTER``) to the peft policy, trainable, the policy adapter still active.
+
+    With ``value_init: reward_model`` and a LoRA reward model, the critic takes the reward model's adapter config
+    and LoRA weights (with its score head in the value head, the critic starts as the reward model); otherwise a
+    fresh adapter from the recipe's ``lora`` section. Returns where it started: reward_model or fresh."""
+    from align.models import lora_config
+
+    if recipe.ppo.value_init == "reward_model" and rm is not None and rm.adapter_dir is not None:
+        if _value_adapter_from_reward_model(policy, rm, log):
+            if [Path(c).resolve() for c in rm.merged] != [Path(c).resolve() for c in merged_chain]:
+                log(
+                    "[align] note: the reward model's adapter was trained on other merged weights "
+                    f"({rm.merged or 'the base'}) than the policy's ({merged_chain or 'the base'}); the critic "
+                    "starts near the reward model, not equal to it"
+                )
+            policy.set_requires_grad(list(policy.peft_config), True)
+            return "reward_model"
+    policy.add_adapter(VALUE_ADAPTER, lora_config(recipe.lora, "CAUSAL_LM"))
+    policy.set_requires_grad(list(policy.peft_config), True)
+    return "fresh"
+
+
+def _value_adapter_from_reward_model(policy: nn.Module, rm: RewardModelScorer, log=print) -> bool:
+    """Add ``VALUE_ADAPTER`` with the reward model's LoRA config and weights; False (nothing added) if they do not
+    fit this policy's base."""
+    from peft import LoraConfig, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    def give_up(why: str) -> bool:
+        log(f"[align] warning: value_init=reward_model: {why}; the critic adapter starts fresh (lora section)")
+        if VALUE_ADAPTER in policy.peft_config:
+            policy.delete_adapter(VALUE_ADAPTER)
+        return False
+
+    try:
+        cfg = LoraConfig.from_pretrained(str(rm.adapter_dir))
+    except (TypeError, ValueError) as e:
+        return give_up(f"{rm.adapter_dir} is not a LoRA adapter ({e})")
+    cfg.task_type, cfg.modules_to_save, cfg.inference_mode = "CAUSAL_LM", None, False  # the score head is separate
+    weights = {k: v for k, v in load_file(str(rm.adapter_dir / "adapter_model.safetensors")).items() if "lora_" in k}
+    try:
+        policy.add_adapter(VALUE_ADAPTER, cfg)
+    except (ValueError, KeyError, RuntimeError) as e:
+        return give_up(f"its adapter does not fit the policy's base ({e})")
+    result = set_peft_model_state_dict(policy, weights, adapter_name=VALUE_ADAPTER)
+    missing = [k for k in result.missing_keys if f".{VALUE_ADAPTER}." in k and "lora_" in k]
+    if missing or result.unexpected_keys:
+        return give_up(f"its LoRA weights do not fit (missing {missing[:2]}, unexpected {result.unexpected_keys[:2]})")
+    return True
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -782,16 +932,26 @@ class PPOTrainer:
 
         policy, self.merged_chain = build_policy(self.model_path, recipe, self.init_from)
         head = nn.Linear(hidden_size(policy), 1)
-        self.value_init = init_value_head(head, self.cfg.value_init, self.rm, log=self.log)
-        model = PolicyWithValue(policy, head)
-        params = [p for p in model.parameters() if p.requires_grad]
-        for p in params:  # trainable weights stay fp32 on a bf16/fp16 base (peft already keeps LoRA in fp32)
-            if p.dtype in (torch.bfloat16, torch.float16):
+        normalize = None
+        if self.cfg.reward_normalization == "rm_stats":
+            normalize = (float(self.rm.stats["mean"]), float(self.rm.stats["std"]))
+        self.value_init = init_value_head(head, self.cfg.value_init, self.rm, log=self.log, normalize=normalize)
+        self.value_adapter_init: str | None = None
+        if self.cfg.value_model == "adapter":
+            self.value_adapter_init = add_value_adapter(policy, recipe, self.rm, self.merged_chain, log=self.log)
+        model = PolicyWithValue(policy, head, VALUE_ADAPTER if self.cfg.value_model == "adapter" else None)
+        groups = model.parameter_groups()
+        for p in groups["policy"] + groups["critic"]:  # trainable weights stay fp32 on a bf16/fp16 base (peft
+            if p.dtype in (torch.bfloat16, torch.float16):  # already keeps LoRA in fp32)
                 p.data = p.data.float()
-        optimizer = torch.optim.AdamW(params, lr=self.cfg.learning_rate)
+        critic_lr = self.cfg.value_learning_rate or self.cfg.learning_rate
+        optimizer = torch.optim.AdamW(
+            [{"params": groups["policy"]}, {"params": groups["critic"], "lr": critic_lr}], lr=self.cfg.learning_rate
+        )
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.unwrapped: PolicyWithValue = self.accelerator.unwrap_model(self.model)
         self.params = [p for p in self.unwrapped.parameters() if p.requires_grad]
+        self.clip_groups = self.unwrapped.clip_groups()
 
         if self.cfg.adaptive_kl:
             self.kl_ctl = pm.AdaptiveKLController(self.cfg.kl_coef, self.cfg.target_kl, self.cfg.kl_horizon)
@@ -890,8 +1050,8 @@ class PPOTrainer:
                 logits, values = self.unwrapped(ids, att, pos, R + 1)
             lps[rows] = self._response_logprobs(logits, responses[rows]).float()
             vals[rows] = values[:, P - lead - 1 : P - lead + R - 1].float()
-            with self.unwrapped.policy.disable_adapter(), self.autocast():
-                ref_logits = self.unwrapped.policy(
+            with self.unwrapped.reference() as reference, self.autocast():
+                ref_logits = reference(
                     input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False, logits_to_keep=R + 1
                 ).logits
             refs[rows] = self._response_logprobs(ref_logits, responses[rows]).float()
@@ -1016,7 +1176,8 @@ class PPOTrainer:
                         if first_ratio is None:
                             first_ratio = float(ps["ratio_mean"])
                         if acc.sync_gradients:
-                            self._step(bad)
+                            for k, v in self._step(bad).items():
+                                mb_stats[f"grad_norm/{k}"] = v
                 n_minibatches += 1
                 for k, v in mb_stats.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -1031,12 +1192,15 @@ class PPOTrainer:
         out.update({"ppo/minibatches": n_minibatches, "ppo/early_stopped": int(stopped), "ratio_first": first_ratio})
         return out
 
-    def _step(self, bad: torch.Tensor) -> None:
+    def _step(self, bad: torch.Tensor) -> dict[str, float]:
+        """Clip each group's gradients, step, and return each group's norm before clipping ({} when skipped)."""
         acc = self.accelerator
         skip = float(acc.reduce(bad, "sum")) > 0
+        norms: dict[str, float] = {}
         if not skip:
-            norm = acc.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
-            skip = not bool(torch.isfinite(torch.as_tensor(norm)))
+            for name, group in self.clip_groups.items():
+                norms[name] = float(acc.clip_grad_norm_(group, self.cfg.max_grad_norm))
+            skip = not all(math.isfinite(v) for v in norms.values())
         if skip:
             self.optimizer.zero_grad(set_to_none=True)
             self.nonfinite_skipped += 1
@@ -1049,10 +1213,11 @@ class PPOTrainer:
                     "ppo.learning_rate, normalise or clip the rewards (ppo.reward_normalization, ppo.reward_clip), "
                     "or check the reward for extreme values."
                 )
-            return
+            return {}
         self.nonfinite_in_a_row = 0
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        return norms
 
     # -- one iteration --------------------------------------------------------------------------------------------
 
@@ -1121,10 +1286,27 @@ class PPOTrainer:
             "config_hash": self.plan.config_hash,
         }
 
+    def write_weights(self, directory: Path) -> None:
+        """The policy adapter alone (``adapter_model.safetensors`` + config, loadable as the policy), the value head
+        (``value_head.safetensors``) and, with ``value_model: adapter``, the critic adapter as its own loadable peft
+        adapter in ``critic/``."""
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        model = self.unwrapped
+        model.policy.save_pretrained(str(directory), selected_adapters=[model.policy_adapter])
+        head = {k: v.detach().cpu().contiguous() for k, v in model.value_head.state_dict().items()}
+        save_file(head, str(directory / "value_head.safetensors"))
+        if model.value_adapter:
+            critic = directory / CRITIC_DIR
+            critic.mkdir()
+            model.policy.peft_config[model.value_adapter].save_pretrained(str(critic))
+            weights = get_peft_model_state_dict(model.policy, adapter_name=model.value_adapter)
+            save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(critic / ADAPTER_WEIGHTS))
+
     def save_checkpoint(self) -> Path | None:
         """Write ``checkpoints/checkpoint-<iteration>`` atomically: a temporary directory renamed when complete."""
         from accelerate.utils import gather_object
-        from safetensors.torch import save_file
 
         rng = gather_object([(self.accelerator.process_index, _rng_state())])
         root = self.out_dir / "checkpoints"
@@ -1134,16 +1316,11 @@ class PPOTrainer:
             tmp = root / f".tmp-checkpoint-{self.iteration}-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
-            self.unwrapped.policy.save_pretrained(str(tmp))
-            head = self.unwrapped.value_head
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
-                str(tmp / "value_head.safetensors"),
-            )
+            self.write_weights(tmp)
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             for rank, state in rng:
                 _write_rng(tmp, rank, state)
-            files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+            files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
             state = {**self.state_dict(), "files": files, "saved_at": time.time()}
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))  # last: marks the checkpoint complete
             if final.exists():
@@ -1169,13 +1346,30 @@ class PPOTrainer:
         state = json.loads((path / STATE_FILE).read_text())
         if state.get("config_hash") not in (None, self.plan.config_hash):
             self.log(f"[align] warning: {path} was saved by a different recipe (config hash differs); resuming anyway")
-        adapter = load_file(str(path / "adapter_model.safetensors"))
-        result = set_peft_model_state_dict(self.unwrapped.policy, adapter)
-        unexpected = getattr(result, "unexpected_keys", None)
-        if unexpected:
-            raise RuntimeError(f"checkpoint {path}: adapter weights do not fit this model (e.g. {unexpected[:3]}).")
-        self.unwrapped.value_head.load_state_dict(load_file(str(path / "value_head.safetensors")))
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
+        model = self.unwrapped
+        adapters = {model.policy_adapter: path / ADAPTER_WEIGHTS}
+        if model.value_adapter:
+            adapters[model.value_adapter] = path / CRITIC_DIR / ADAPTER_WEIGHTS
+        for name, file in adapters.items():
+            if not file.is_file():
+                raise ConfigError(
+                    f"checkpoint {path} has no {file.relative_to(path)}: it was saved with another ppo.value_model. "
+                    "Resume with the recipe that wrote it, or start a new run.name."
+                )
+            result = set_peft_model_state_dict(model.policy, load_file(str(file)), adapter_name=name)
+            unexpected = getattr(result, "unexpected_keys", None)
+            if unexpected:
+                raise RuntimeError(
+                    f"checkpoint {path}: {name} adapter does not fit this model (e.g. {unexpected[:3]})."
+                )
+        model.value_head.load_state_dict(load_file(str(path / "value_head.safetensors")))
+        try:
+            self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
+        except ValueError as e:
+            raise ConfigError(
+                f"checkpoint {path}: its optimizer state does not fit this run ({e}); it was written by another "
+                "align version or recipe. Start a new run.name (or run.resume=never to start this one over)."
+            ) from e
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.moments.load_state_dict(state["running_moments"])
         self.iteration = int(state["iteration"])
@@ -1195,19 +1389,12 @@ class PPOTrainer:
             _set_rng_state(rng)
 
     def save_final(self) -> Path:
-        from safetensors.torch import save_file
-
         model_dir = self.out_dir / "model"
         if self.is_main:
             tmp = self.out_dir / f".tmp-model-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            self.unwrapped.policy.save_pretrained(str(tmp))
-            head = self.unwrapped.value_head
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
-                str(tmp / "value_head.safetensors"),
-            )
+            self.write_weights(tmp)
             self.tokenizer.save_pretrained(str(tmp))
             (tmp / "chat_template.jinja").write_text(self.chat_template)
             if model_dir.exists():
@@ -1291,7 +1478,9 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
         "reward_model": trainer.rm.path if trainer.rm else None,
         "reward_fn": recipe.reward_fn,
         "reference": recipe.reference if trainer.init_from else "base (no init_from)",
+        "value_model": cfg.value_model,
         "value_init": trainer.value_init,
+        "value_adapter_init": trainer.value_adapter_init,
         "reward_retokenized": bool(trainer.rm and trainer.rm.retokenize),
         "processes": acc.num_processes,
         # how to rebuild the policy (align.checkpoints): base -> merge each adapter -> this stage's adapter
@@ -1300,6 +1489,7 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
             "merged": trainer.merged_chain,
             "adapter": str(trainer.out_dir / "model"),
             "value_head": "value_head.safetensors",
+            "value_adapter": CRITIC_DIR if cfg.value_model == "adapter" else None,
         },
     }
     if checkpoint is not None:
