@@ -1,7 +1,8 @@
 """Model cards: a hub-format ``README.md`` in each final checkpoint directory (``<stage>/model``).
 
 Written from the stage's manifest, so it states what produced the checkpoint: base model, the adapters merged under
-it, stage and recipe, data sources with their data-card links, agreement, and final metrics.
+it, stage and recipe, data sources with their data-card links, agreement, final metrics, and for a reward model its
+agreement with the reliable annotators, calibration and length bias.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ KEY_METRICS = (
     "eval_perplexity",
     "eval_accuracy",
     "eval_mean_margin",
+    "eval_ece",
+    "eval_brier",
+    "eval_reward_length_pearson",
+    "eval_reward_length_spearman",
     "eval_rewards/accuracies",
     "eval_rewards/margins",
     "reward_mean",
@@ -89,6 +94,7 @@ def render_model_card(manifest: dict[str, Any], config_text: str = "") -> str:
     if shown:
         lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in shown.items()]
+    lines += _reward_quality(manifest)
     lines += [
         "",
         "## Use",
@@ -104,6 +110,51 @@ def render_model_card(manifest: dict[str, Any], config_text: str = "") -> str:
     if config_text:
         lines += ["", "## Recipe", "", "```yaml", config_text.strip(), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _num(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _humans_line(mvh: dict[str, Any]) -> str:
+    """Accuracy and kappa against the reliable panel's majority (everyone's when no panel), with its human range."""
+    figures = mvh.get("reliable") or mvh
+    vs, rng = figures["vs_majority"], figures["human_ceiling"]
+    whose = "reliable annotators'" if "reliable" in mvh else "annotators'"
+    line = (
+        f"- vs the {whose} majority: accuracy {_num(vs.get('accuracy'))}, kappa {_num(vs.get('kappa'))} on "
+        f"{vs.get('n_items')} pairs; human range (leave-one-out) accuracy {_num(rng['accuracy']['min'])}.."
+        f"{_num(rng['accuracy']['max'])}, kappa {_num(rng['kappa']['min'])}..{_num(rng['kappa']['max'])}"
+    )
+    if mvh.get("reliable", {}).get("left_out"):
+        everyone = mvh["vs_majority"]
+        line += (
+            f"; left out: {', '.join(mvh['reliable']['left_out'])} (all annotators: accuracy "
+            f"{_num(everyone.get('accuracy'))}, kappa {_num(everyone.get('kappa'))})"
+        )
+    return line
+
+
+def _reward_quality(manifest: dict[str, Any]) -> list[str]:
+    """The "Reward model quality" section: agreement with reliable humans, calibration, length bias."""
+    mvh, cal = manifest.get("model_vs_humans"), manifest.get("calibration")
+    if not mvh and not cal:
+        return []
+    lines = ["", "## Reward model quality", ""]
+    if mvh:
+        lines += [_humans_line(mvh), f"- verdict: {mvh.get('verdict')}"]
+    if cal:
+        lines.append(
+            f"- calibration of sigmoid(margin) on {cal.get('n')} held-out pairs (random orientation, seed "
+            f"{cal.get('seed')}): ECE {_num(cal.get('ece'))}, Brier {_num(cal.get('brier'))}"
+        )
+        length = cal.get("length_correlation") or {}
+        if length:
+            lines.append(
+                f"- reward vs reply length in tokens ({length.get('n')} replies): Pearson "
+                f"{_num(length.get('pearson'))}, Spearman {_num(length.get('spearman'))}"
+            )
+    return lines
 
 
 def write_model_card(stage_dir: str | Path) -> Path | None:

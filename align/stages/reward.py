@@ -6,8 +6,10 @@
 The score head is trained in full and saved with the adapter (``modules_to_save``), so a save/reload round trip
 gives the same scores (FAULTS 16). Scores are read at the last non-pad token, which is the same position for left
 and right padding (FAULTS 11). Evaluation stores accuracy, margin and the reward mean/std (``reward_stats.json``,
-used by PPO to normalise) and compares the model's preferences with the human annotators
-(``align.agreement.model_vs_humans``) when the eval split carries labels.
+used by PPO to normalise), calibration of ``sigmoid(margin)`` (``eval_ece``, ``eval_brier``) and the correlation of
+reward with reply length (``eval_reward_length_pearson``/``_spearman``; ``align.eval.calibration``), and compares the
+model's preferences with the human annotators (``align.agreement.model_vs_humans``) when the eval split carries
+labels: against everyone, and against the annotators the agreement gate kept, whose panel the verdict uses.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ def score_sequences(
 
 
 def evaluate_pairs(model: Any, rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    """Accuracy, mean margin and reward mean/std on the pairs; ``margins`` and ``rewards`` (chosen then rejected)
+    per pair for the callers' own statistics."""
     chosen = score_sequences(model, [r["chosen_ids"] for r in rows], pad_id)
     rejected = score_sequences(model, [r["rejected_ids"] for r in rows], pad_id)
     margins = [c - r for c, r in zip(chosen, rejected)]
@@ -111,11 +115,56 @@ def evaluate_pairs(model: Any, rows: list[dict[str, Any]], pad_id: int) -> dict[
         "reward_std": allr.std().item() if len(allr) > 1 else 0.0,
         "n_pairs": len(margins),
         "margins": margins,
+        "rewards": chosen + rejected,
     }
 
 
-def run(recipe: Recipe, callbacks: list | None = None):
+def reliable_annotators(agreement: dict[str, Any] | None, names: list[str]) -> list[str] | None:
+    """The annotators the agreement gate kept, among ``names``; None when no gate ran (then everyone counts).
+
+    The gate's decision is the training split's (``Prepared.agreement``, what the manifest records), so the eval
+    pairs are judged against the same panel the training labels were voted by."""
+    if agreement is None:
+        return None
+    dropped = set(agreement.get("dropped_annotators") or [])
+    return [n for n in names if n not in dropped]
+
+
+def quality_report(
+    margins: list[float], rewards: list[float], lengths: list[int], records: list[Any], recipe: Recipe, agreement
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Calibration, length bias and model vs humans on the eval pairs -> (metrics, manifest extras)."""
     from align.agreement import model_vs_humans
+    from align.eval.calibration import length_correlation, pair_calibration
+
+    # A fixed orientation seed, so two reward models scored on the same eval split see the same pairs flipped.
+    calibration = pair_calibration(margins, seed=0)
+    length = length_correlation(rewards, lengths)
+    metrics = {
+        "eval_ece": calibration["ece"],
+        "eval_brier": calibration["brier"],
+        "eval_reward_length_pearson": length["pearson"],
+        "eval_reward_length_spearman": length["spearman"],
+    }
+    metrics = {k: v for k, v in metrics.items() if v is not None}  # undefined figures stay in the extras only
+    extra: dict[str, Any] = {"calibration": {**calibration, "length_correlation": length}}
+    labelled = [(r, m) for r, m in zip(records, margins) if r.annotations]
+    if labelled:
+        names = sorted({a for r, _ in labelled for a in r.annotations})
+        ann = {a: [r.annotations.get(a) for r, _ in labelled] for a in names}
+        threshold = recipe.agreement.drop_annotators_below if recipe.agreement else None
+        reason = (
+            None
+            if threshold is None
+            else f"dropped by the agreement gate (leave-one-out kappa below {threshold} on the training split)"
+        )
+        extra["model_vs_humans"] = model_vs_humans(
+            [m for _, m in labelled], ann, annotators=reliable_annotators(agreement, names), left_out_reason=reason
+        )
+    return metrics, extra
+
+
+def run(recipe: Recipe, callbacks: list | None = None):
     from align.data.prepare import prepare_preferences
     from align.models import load_sequence_classifier
 
@@ -139,10 +188,14 @@ def run(recipe: Recipe, callbacks: list | None = None):
     # Encode eval rows keeping each row's record (tokenization may drop some), so per-item scores line up with the
     # annotators' labels for model_vs_humans.
     eval_records: list[Any] = []
+    reply_lengths: list[tuple[int, int]] = []
 
     def encode_eval(r):
         row = encode(r)
         eval_records.append(r)
+        # Reply length in tokens (for the reward-length correlation): the sequence less its rendered prompt.
+        n_prompt = len(enc.prompt(r.prompt))
+        reply_lengths.append((len(row["chosen_ids"]) - n_prompt, len(row["rejected_ids"]) - n_prompt))
         return row
 
     evals = ctx.tokenize(data, list(data.eval), encode_eval)
@@ -185,17 +238,16 @@ def run(recipe: Recipe, callbacks: list | None = None):
     model_dir = ctx.save(trainer)
     if evals:
         ev = evaluate_pairs(trainer.model, evals, pad_id)
-        margins = ev.pop("margins")
+        margins, rewards = ev.pop("margins"), ev.pop("rewards")
         metrics.update({f"eval_{k}": v for k, v in ev.items()})
         if ctx.is_main:
             common.write_json(
                 model_dir / "reward_stats.json",
                 {"mean": ev["reward_mean"], "std": ev["reward_std"], "n": 2 * ev["n_pairs"]},
             )
-        assert len(eval_records) == len(margins)
-        labelled = [(r, m) for r, m in zip(eval_records, margins) if r.annotations]
-        if labelled:
-            names = sorted({a for r, _ in labelled for a in r.annotations})
-            ann = {a: [r.annotations.get(a) for r, _ in labelled] for a in names}
-            extra["model_vs_humans"] = model_vs_humans([m for _, m in labelled], ann)
+        assert len(eval_records) == len(margins) == len(reply_lengths)
+        lengths = [c for c, _ in reply_lengths] + [r for _, r in reply_lengths]  # same order as rewards
+        quality, more = quality_report(margins, rewards, lengths, eval_records, recipe, data.agreement)
+        metrics.update(quality)
+        extra.update(more)
     return ctx.finish(metrics, **extra)

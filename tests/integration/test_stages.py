@@ -172,6 +172,27 @@ def test_guard_names_trainable_parameters_that_got_no_gradient():
         GuardCallback(3).on_pre_optimizer_step(None, TrainerState(), TrainerControl(), model=model)
 
 
+def assert_reward_quality_recorded(out: Path, manifest: dict) -> None:
+    """Calibration, length bias and the reliable-annotator verdict are in the manifest and on the model card."""
+    metrics = manifest["metrics"]
+    for key in ("eval_ece", "eval_brier", "eval_reward_length_pearson", "eval_reward_length_spearman"):
+        assert math.isfinite(metrics[key]), key
+    calibration = manifest["calibration"]
+    assert calibration["ece"] == metrics["eval_ece"] and calibration["n"] == metrics["eval_n_pairs"]
+    assert calibration["length_correlation"]["n"] == 2 * metrics["eval_n_pairs"]  # both sides of every pair
+    # The panel is the one the agreement gate kept: the bundled data's coin-flip rater_4 is left out.
+    mvh = manifest["model_vs_humans"]
+    dropped = manifest["data"]["agreement"]["dropped_annotators"]
+    assert "rater_4" in dropped and mvh["reliable"]["left_out"] == dropped
+    assert set(mvh["reliable"]["human_ceiling"]["per_annotator"]) == set(mvh["vs_annotators"]) - set(dropped)
+    assert "reliable human" in mvh["verdict"] and "left out rater_4" in mvh["verdict"]
+    card = (out / "model" / "README.md").read_text()
+    assert "## Reward model quality" in card
+    assert "reliable annotators' majority" in card and "left out: rater_4" in card
+    assert f"ECE {calibration['ece']:.3f}" in card and "Spearman" in card
+    assert "| eval_ece |" in card and "| eval_reward_length_spearman |" in card
+
+
 def test_reward_scores_do_not_depend_on_padding_side_batch_or_save_reload(tmp_path, tiny_model_dir):
     from peft import AutoPeftModelForSequenceClassification
 
@@ -181,6 +202,7 @@ def test_reward_scores_do_not_depend_on_padding_side_batch_or_save_reload(tmp_pa
     out = module.run(recipe)
     manifest = read_manifest(out)
     assert "eval_accuracy" in manifest["metrics"] and "model_vs_humans" in manifest
+    assert_reward_quality_recorded(out, manifest)
     stats = json.loads((out / "model" / "reward_stats.json").read_text())
     assert stats["std"] > 0
 
