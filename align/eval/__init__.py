@@ -1,0 +1,1 @@
+"""Evaluation: objective checks, comparison statistics, generation and judges."""
