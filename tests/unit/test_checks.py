@@ -297,3 +297,47 @@ def test_custom_checker_must_return_new_families_with_one_outcome_per_prompt():
         run_checks([None], ["a"], [True], custom=lambda c, t, e: {"mine": [1]})
     with pytest.raises(ValueError, match="must return"):
         run_checks([None], ["a"], [True], custom=lambda c, t, e: [True])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# prompt loading carries checks
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _load(path: str):
+    from align.data.prompts import load_prompts
+    from align.data.spec import DataConfig
+
+    return load_prompts(DataConfig.from_dict({"sources": [{"path": path}], "eval_fraction": 0.0, "dedupe": False}))
+
+
+def test_bundled_eval_prompts_load_with_their_checks():
+    train, _ = _load("builtin:bundled-eval-prompts")
+    by_id = {r["id"]: r["checks"] for r in _jsonl("eval_prompts.jsonl")}
+    assert len(train) == len(by_id) == 120
+    assert all(p.checks == by_id[p.id] for p in train)
+    assert train[0].to_dict()["checks"] == by_id[train[0].id]
+
+
+def test_prompt_rows_without_checks_keep_their_dict_and_fingerprint(tmp_path):
+    import hashlib
+
+    from align.data.prompts import prompts_fingerprint
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "a", "prompt": "Hi?"}\n{"id": "b", "prompt": "Yo?", "checks": {"declines": false}}\n')
+    train, _ = _load(str(path))
+    assert [p.checks for p in train] == [None, {"declines": False}]
+    assert train[0].to_dict() == {"id": "a", "prompt": [{"role": "user", "content": "Hi?"}], "source": "p", "meta": {}}
+    old = hashlib.sha256(json.dumps(["a", train[0].prompt], sort_keys=True).encode()).hexdigest()[:16]
+    assert prompts_fingerprint(train[:1]) == old
+    assert prompts_fingerprint(train) != prompts_fingerprint([train[0], type(train[1])("b", train[1].prompt, "p")])
+
+
+def test_non_mapping_checks_is_a_data_error_naming_source_and_row(tmp_path):
+    from align.data.spec import DataError
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "a", "prompt": "Hi?"}\n{"id": "b", "prompt": "Yo?", "checks": ["declines"]}\n')
+    with pytest.raises(DataError, match=r"source 'p' row 1 .*'checks' must be a mapping"):
+        _load(str(path))
