@@ -1,4 +1,4 @@
-"""Statistics behind ``align compare``: paired win rates, bootstrap CIs, length control, diversity, KL.
+"""Statistics behind ``align compare``: paired win rates, bootstrap CIs, length control, pass rates, diversity, KL.
 
 Every function is pure and works on numpy arrays. Scores are one judge (reward model) score per held-out prompt,
 with the same prompts in the same order for every checkpoint, so comparisons are *paired*: every bootstrap here
@@ -13,8 +13,10 @@ vectorise.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from statistics import NormalDist
 
 import numpy as np
 
@@ -211,6 +213,100 @@ def win_rate_matrix(
 
 
 # --------------------------------------------------------------------------------------------------------------
+# pass rates of objective checks
+# --------------------------------------------------------------------------------------------------------------
+
+
+def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion with ``k`` successes in ``n`` trials.
+
+    With ``p = k / n`` and ``z`` the ``1 - alpha / 2`` normal quantile::
+
+        centre = (p + z^2 / (2n)) / (1 + z^2 / n)
+        half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / (4 n^2))
+
+    and the interval is ``[centre - half, centre + half]`` (clipped to [0, 1] against rounding). Unlike the
+    normal-approximation interval it stays inside [0, 1] and is not zero-width at ``k = 0`` or ``k = n``, which
+    matters for check pass rates near 0% or 100% on ~100 prompts.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer (the number of prompts the check applied to); got {n!r}.")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= n:
+        raise ValueError(f"k must be an integer between 0 and n={n}; got {k!r}.")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1) (0.05 gives a 95% interval); got {alpha!r}.")
+    z = NormalDist().inv_cdf(1.0 - alpha / 2.0)
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    # at k = 0 (k = n) the bound is exactly 0 (1); the formula only reaches it up to rounding
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return low, high
+
+
+def _booleans(outcomes: object, name: str) -> list[bool | None]:
+    values = list(outcomes)  # type: ignore[call-overload]
+    for i, v in enumerate(values):
+        if v is not None and not isinstance(v, (bool, np.bool_)):
+            raise ValueError(f"{name}[{i}] is {v!r}; outcomes must be True, False or None (check did not apply).")
+    return [None if v is None else bool(v) for v in values]
+
+
+def pass_rate(outcomes: object, alpha: float = 0.05) -> dict[str, float | int | None]:
+    """Share of prompts that passed a check, with a Wilson interval (:func:`wilson_interval`).
+
+    ``outcomes`` holds True/False per prompt, None where the check did not apply (those are left out). Returns
+    ``{"rate", "low", "high", "k", "n"}`` with ``k`` passes out of ``n`` applicable prompts; with ``n = 0`` the
+    rate and interval are None.
+    """
+    kept = [v for v in _booleans(outcomes, "outcomes") if v is not None]
+    n, k = len(kept), sum(kept)
+    if n == 0:
+        return {"rate": None, "low": None, "high": None, "k": 0, "n": 0}
+    low, high = wilson_interval(k, n, alpha)
+    return {"rate": k / n, "low": low, "high": high, "k": k, "n": n}
+
+
+def _binomial_two_sided_half(m: int, n: int) -> float:
+    """Exact two-sided p-value of ``m = min(b, c)`` successes in ``n`` Binomial(n, 1/2) trials: ``min(1, 2 P(X <= m))``
+    (the distribution is symmetric, so doubling the smaller tail is the usual exact test)."""
+    tail = sum(math.comb(n, i) for i in range(m + 1)) / 2**n  # exact integers, one division
+    return min(1.0, 2.0 * tail)
+
+
+def mcnemar(ref_pass: object, new_pass: object) -> dict[str, float | int | str]:
+    """Exact McNemar test: did a check's pass rate change between two checkpoints on the same prompts?
+
+    Pairs where either outcome is None are dropped. Of the rest, only discordant pairs carry information:
+    ``b`` = reference passed and new failed, ``c`` = reference failed and new passed. Under "no change" each
+    discordant pair is a fair coin, so ``min(b, c) ~ Binomial(b + c, 1/2)`` and the two-sided p-value is
+    ``min(1, 2 P(X <= min(b, c)))`` (1.0 when there are no discordant pairs). Returns ``b``, ``c``,
+    ``n_discordant``, ``n`` (pairs kept), ``statistic`` (``min(b, c)``), ``p_value`` and ``direction``:
+    ``"better"`` when ``c > b`` (more prompts fixed than broken), ``"worse"`` when ``b > c``, else ``"same"``.
+    """
+    ref, new = _booleans(ref_pass, "ref_pass"), _booleans(new_pass, "new_pass")
+    if len(ref) != len(new):
+        raise ValueError(
+            f"ref_pass has {len(ref)} outcomes but new_pass has {len(new)}; pass one per prompt for the same prompts."
+        )
+    pairs = [(r, w) for r, w in zip(ref, new) if r is not None and w is not None]
+    b = sum(r and not w for r, w in pairs)
+    c = sum(w and not r for r, w in pairs)
+    p_value = _binomial_two_sided_half(min(b, c), b + c) if b + c else 1.0
+    direction = "better" if c > b else "worse" if b > c else "same"
+    return {
+        "b": b,
+        "c": c,
+        "n_discordant": b + c,
+        "n": len(pairs),
+        "statistic": min(b, c),
+        "p_value": p_value,
+        "direction": direction,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
 # length-controlled win rate
 # --------------------------------------------------------------------------------------------------------------
 
@@ -220,27 +316,47 @@ def _fit_logistic(
 ) -> np.ndarray:
     """Weighted logistic regression by Newton's method (IRLS), batched over rows of ``weights``.
 
-    ``X`` is (m, k) shared by every fit, ``y`` (m,) holds targets in [0, 1] (fractional targets are allowed and
-    equal duplicating the row as a 1 and a 0 weighted by y and 1 - y), ``weights`` is (batch, m). Minimises
-    ``-sum_i w_i [y_i log p_i + (1 - y_i) log(1 - p_i)] + ridge / 2 * |beta|^2`` for each batch row and returns
-    beta, shape (batch, k). The ridge keeps the fit finite when the data are separable (e.g. a wins every prompt).
+    ``X`` is (m, k) shared by every fit with the intercept as column 0, ``y`` (m,) holds targets in [0, 1]
+    (fractional targets are allowed and equal duplicating the row as a 1 and a 0 weighted by y and 1 - y),
+    ``weights`` is (batch, m). Minimises ``-sum_i w_i [y_i log p_i + (1 - y_i) log(1 - p_i)] + ridge / 2 *
+    |beta_1..k-1|^2`` for each batch row and returns beta, shape (batch, k).
+
+    The intercept is not penalised: shrinking it toward 0 would pull the length-controlled rate toward 50%. The
+    ridge on the other coefficients keeps them finite when the data are separable along length. With a penalised
+    slope the intercept diverges only when a fit sees no loss at all or no win at all (ties count as half of each);
+    for exactly those batch rows the intercept gets the same small ridge, so "a wins every prompt" stays finite
+    (its rate is then just below 1, not 1).
 
     Hand-written rather than sklearn because this runs inside the bootstrap (one fit per replicate, all replicates
     solved together as one batched Newton iteration) and sklearn stays a test-only dependency.
     """
     batch, k = weights.shape[0], X.shape[1]
+    one_sided = (weights @ y <= 0) | (weights @ (1.0 - y) <= 0)  # no win or no loss mass: intercept diverges
+    penalty = np.full((batch, k), ridge)
+    penalty[:, 0] = np.where(one_sided, ridge, 0.0)
     beta = np.zeros((batch, k))
-    eye = ridge * np.eye(k)
     for _ in range(max_iter):
         p = _sigmoid(beta @ X.T)  # (batch, m)
-        grad = (weights * (y - p)) @ X - ridge * beta  # gradient of the log-likelihood, (batch, k)
+        grad = (weights * (y - p)) @ X - penalty * beta  # gradient of the penalised log-likelihood, (batch, k)
         curvature = weights * p * (1.0 - p)
-        hess = (curvature[:, :, None] * X).swapaxes(1, 2) @ X + eye  # negative Hessian, (batch, k, k)
+        hess = (curvature[:, :, None] * X).swapaxes(1, 2) @ X  # negative Hessian, (batch, k, k)
+        hess[:, np.arange(k), np.arange(k)] += penalty
         step = np.linalg.solve(hess, grad[..., None])[..., 0]
         beta += step
         if np.max(np.abs(step)) < tol:
             break
     return beta
+
+
+# A length-controlled rate reads the fit at equal lengths (x = 0); it needs prompts on both sides of 0.
+_NEAR_ZERO_SD = 0.25
+
+
+def _length_support(x: np.ndarray) -> tuple[int, int]:
+    """(prompts needed, prompts available) for reading the fit at x = 0; see :func:`length_controlled_win_rate`."""
+    needed = max(5, math.ceil(0.1 * x.size))
+    available = min(int(np.sum(x <= _NEAR_ZERO_SD)), int(np.sum(x >= -_NEAR_ZERO_SD)))
+    return needed, available
 
 
 def length_controlled_win_rate(
@@ -254,7 +370,7 @@ def length_controlled_win_rate(
     alpha: float = 0.05,
     seed: int = 0,
     ridge: float = 1e-4,
-) -> dict[str, float | int]:
+) -> dict[str, float | int | bool | str | None]:
     """Win rate of a over b adjusted for response length, with a paired bootstrap CI.
 
     Reward models tend to score longer answers higher, so a raw win rate partly measures "who wrote more".
@@ -266,18 +382,28 @@ def length_controlled_win_rate(
     2. The single regressor is the length difference ``x = (len_a - len_b) / s`` where ``s`` is the pooled
        standard deviation of all response lengths (both checkpoints; 1 if every length is equal).
     3. Fit ``P(a wins) = sigmoid(intercept + length_coef * x)`` by Newton's method with a small L2 ``ridge`` on
-       both coefficients (so separable data, e.g. a always wins, still gives a finite fit).
+       ``length_coef`` only (the intercept is unpenalised, except in a fit with no win or no loss at all, where
+       it would be infinite; see ``_fit_logistic``).
     4. The length-controlled win rate is ``sigmoid(intercept)``: the predicted win rate when both responses have
        the same length.
 
-    Limits, stated honestly: it assumes the length effect is linear on the logit scale and the same for every
-    prompt, and it extrapolates when one checkpoint is always longer (no prompts near equal length). It controls
-    for length only, not for anything that correlates with length.
+    Identifiability: step 4 reads the fit at x = 0, which the data only pin down when some prompts sit at or
+    beyond equal length on each side. The rule: with ``m = max(5, ceil(0.1 n))``, at least ``m`` prompts need
+    ``x <= 0.25`` AND at least ``m`` need ``x >= -0.25`` (a quarter of a pooled SD of length from equal, or
+    beyond it). When one checkpoint is, say, always ~60 tokens longer, every x sits on one side far from 0, the
+    intercept is an extrapolation along an assumed straight logit line, and the result is ``identifiable:
+    False`` with ``lc_win_rate``, ``intercept``, ``low`` and ``high`` set to None and a ``note`` saying why
+    (the raw win rate and ``length_coef`` are still reported). Otherwise ``identifiable: True`` and ``note``
+    is None.
+
+    Other limits, stated honestly: it assumes the length effect is linear on the logit scale and the same for
+    every prompt, and it controls for length only, not for anything that correlates with length.
 
     The CI resamples prompts (the same indices for both checkpoints), refits, and takes percentiles; the length
     scale ``s`` is fixed from the full sample (it only rescales ``length_coef``; ``sigmoid(intercept)`` does not
     depend on it). Returns ``lc_win_rate``, ``low``, ``high``, ``intercept``, ``length_coef`` (log-odds per pooled
-    std of length difference), ``length_scale`` (``s``), ``raw_win_rate``, ``ties`` and ``n``.
+    std of length difference), ``length_scale`` (``s``), ``raw_win_rate``, ``ties``, ``n``, ``identifiable``,
+    ``near_equal_support`` (the smaller of the two counts above), ``support_needed`` (``m``) and ``note``.
     """
     _check_bootstrap_args(n_boot, alpha)
     _check_tolerance(tie_tolerance)
@@ -294,9 +420,36 @@ def length_controlled_win_rate(
     scale = float(np.std(np.concatenate([la, lb])))
     if scale == 0.0:
         scale = 1.0
-    X = np.column_stack([np.ones(n), (la - lb) / scale])
-
+    x = (la - lb) / scale
+    X = np.column_stack([np.ones(n), x])
+    needed, available = _length_support(x)
     intercept, length_coef = _fit_logistic(X, y, np.ones((1, n)), ridge)[0]
+    out: dict[str, float | int | bool | str | None] = {
+        "lc_win_rate": float(_sigmoid(intercept)),
+        "low": None,
+        "high": None,
+        "intercept": float(intercept),
+        "length_coef": float(length_coef),
+        "length_scale": scale,
+        "raw_win_rate": float(y.mean()),
+        "ties": int(np.sum(y == 0.5)),
+        "n": int(n),
+        "identifiable": available >= needed,
+        "near_equal_support": available,
+        "support_needed": needed,
+        "note": None,
+    }
+    if available < needed:
+        out.update(lc_win_rate=None, intercept=None)
+        side, other = ("longer", "shorter") if np.median(x) > 0 else ("shorter", "longer")
+        out["note"] = (
+            f"length-controlled win rate not identifiable: only {available} of {n} prompts have a's answer at most "
+            f"{_NEAR_ZERO_SD * scale:.1f} tokens ({_NEAR_ZERO_SD} pooled SD) {side} than b's, or {other}, "
+            f"and {needed} are needed. a is almost always {side} (median difference {np.median(la - lb):+.1f} "
+            "tokens), so its win rate at equal length would be an extrapolation. Compare at matched lengths, or "
+            "report the raw win rate together with the length gap."
+        )
+        return out
 
     def lc_replicates(idx: np.ndarray) -> np.ndarray:
         # A bootstrap resample is the original rows weighted by how often each was drawn.
@@ -305,18 +458,8 @@ def length_controlled_win_rate(
         counts = np.bincount(flat, minlength=block * n).reshape(block, n).astype(float)
         return _sigmoid(_fit_logistic(X, y, counts, ridge)[:, 0])
 
-    low, high = _percentile_ci(_bootstrap(lc_replicates, n, n_boot, seed), alpha)
-    return {
-        "lc_win_rate": float(_sigmoid(intercept)),
-        "low": low,
-        "high": high,
-        "intercept": float(intercept),
-        "length_coef": float(length_coef),
-        "length_scale": scale,
-        "raw_win_rate": float(y.mean()),
-        "ties": int(np.sum(y == 0.5)),
-        "n": int(n),
-    }
+    out["low"], out["high"] = _percentile_ci(_bootstrap(lc_replicates, n, n_boot, seed), alpha)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -346,6 +489,31 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     return len(seen) / total if total else 0.0
 
 
+def _groups(groups: object | None, rows: int) -> np.ndarray | None:
+    """``groups`` as dense cluster ids 0..G-1 (one per row), or None for one cluster per row."""
+    if groups is None:
+        return None
+    g = np.asarray(groups)
+    if g.shape != (rows,) or not np.issubdtype(g.dtype, np.integer):
+        raise ValueError(
+            f"groups must be a 1-D integer array with one prompt id per row ({rows} rows); got dtype {g.dtype} and "
+            f"shape {g.shape}."
+        )
+    return np.unique(g, return_inverse=True)[1].reshape(-1)
+
+
+def _cluster_mean_ci(
+    values: np.ndarray, cluster: np.ndarray | None, n_boot: int, alpha: float, seed: int
+) -> tuple[float, float]:
+    """Percentile CI for the mean over rows, resampling clusters (prompts) with all their rows."""
+    if cluster is None:
+        return _bootstrap_mean_ci(values, n_boot, alpha, seed)
+    sums = np.bincount(cluster, weights=values)
+    counts = np.bincount(cluster).astype(float)
+    replicates = _bootstrap(lambda idx: sums[idx].sum(axis=1) / counts[idx].sum(axis=1), sums.size, n_boot, seed)
+    return _percentile_ci(replicates, alpha)
+
+
 def sample_kl(
     policy_logprobs: object,
     ref_logprobs: object,
@@ -355,6 +523,7 @@ def sample_kl(
     alpha: float = 0.05,
     seed: int = 0,
     exact_token_kl: object | None = None,
+    groups: object | None = None,
 ) -> dict[str, float | int]:
     """Estimate KL(policy || ref) per response from the policy's own samples, with a bootstrap CI over prompts.
 
@@ -373,6 +542,12 @@ def sample_kl(
     ``exact_token_kl`` (same shape), when given, holds the full-distribution ``KL(pi(.|prefix) || ref(.|prefix))``
     at each response position; its per-sequence sum (``exact_mean``/``exact_low``/``exact_high``) is the KL
     accumulated along the responses actually produced, never negative, and valid for greedy decoding too.
+
+    Several samples per prompt: ``groups`` (one integer per row, naming the row's prompt) makes the bootstrap
+    resample *prompts* with all their rows, since samples of one prompt are correlated and resampling rows alone
+    would give too narrow an interval. The estimates stay the mean over all rows (sequences); each replicate is
+    ``sum of the drawn prompts' row values / number of their rows``. ``n`` counts rows and ``n_prompts`` the
+    distinct groups. Without ``groups`` every row is its own prompt (the same numbers as before groups existed).
     """
     _check_bootstrap_args(n_boot, alpha)
     lp = np.asarray(policy_logprobs, dtype=float)
@@ -396,8 +571,9 @@ def sample_kl(
     log_ratio = np.where(on, lp - lq, 0.0)  # log p - log q
     k1 = log_ratio.sum(axis=1)
     k3 = np.where(on, np.expm1(-log_ratio) + log_ratio, 0.0).sum(axis=1)
-    k1_low, k1_high = _bootstrap_mean_ci(k1, n_boot, alpha, seed)
-    k3_low, k3_high = _bootstrap_mean_ci(k3, n_boot, alpha, seed)
+    cluster = _groups(groups, k1.size)
+    k1_low, k1_high = _cluster_mean_ci(k1, cluster, n_boot, alpha, seed)
+    k3_low, k3_high = _cluster_mean_ci(k3, cluster, n_boot, alpha, seed)
     out: dict[str, float | int] = {
         "mean": float(k1.mean()),
         "low": k1_low,
@@ -406,6 +582,7 @@ def sample_kl(
         "k3_low": k3_low,
         "k3_high": k3_high,
         "n": int(k1.size),
+        "n_prompts": int(k1.size if cluster is None else cluster.max() + 1),
     }
     if exact_token_kl is not None:
         ex = np.asarray(exact_token_kl, dtype=float)
@@ -414,7 +591,7 @@ def sample_kl(
         if not np.all(np.isfinite(ex[on])) or np.any(ex[on] < -1e-6):
             raise ValueError("exact_token_kl must be finite and >= 0 on response tokens (it is a KL divergence).")
         seq = np.where(on, np.maximum(ex, 0.0), 0.0).sum(axis=1)
-        ex_low, ex_high = _bootstrap_mean_ci(seq, n_boot, alpha, seed)
+        ex_low, ex_high = _cluster_mean_ci(seq, cluster, n_boot, alpha, seed)
         out.update(exact_mean=float(seq.mean()), exact_low=ex_low, exact_high=ex_high)
     return out
 

@@ -3,7 +3,9 @@
 A source may hold:
 
 - prompt-only rows ``{"id", "prompt"}`` where ``prompt`` is a string (one user turn) or a message list ending with
-  a user turn (``builtin:bundled-eval-prompts`` has this shape); a plugin may also yield :class:`PromptRecord`;
+  a user turn (``builtin:bundled-eval-prompts`` has this shape), with an optional ``checks`` mapping (the objective
+  checks of :mod:`align.eval.checks`, carried on :attr:`PromptRecord.checks`); a plugin may also yield
+  :class:`PromptRecord`;
 - preference or SFT rows in any format the data layer reads: they go through :func:`align.data.load.load_source`
   (format detection, schema checks, counted drops) and give their prompt (the preference prompt, or an SFT
   conversation before its last reply).
@@ -33,15 +35,20 @@ RESPONSE_FIELDS = ("chosen", "rejected", "completion", "messages")
 
 @dataclass
 class PromptRecord:
-    """One prompt: messages ending with a user turn (an optional system message first)."""
+    """One prompt: messages ending with a user turn (an optional system message first), and the prompt-only row's
+    ``checks`` mapping when it has one (schema in :mod:`align.eval.checks`, validated where the checks run)."""
 
     id: str
     prompt: list[Message]
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    checks: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.checks is None:
+            del out["checks"]  # rows without checks keep the shape they always had
+        return out
 
 
 @dataclass
@@ -70,7 +77,9 @@ class PromptReport:
 def prompts_fingerprint(prompts: list[PromptRecord]) -> str:
     h = hashlib.sha256()
     for p in prompts:
-        h.update(json.dumps([p.id, p.prompt], sort_keys=True).encode())
+        # checks change what a comparison reports, so they count; prompts without them hash as they always did
+        item = [p.id, p.prompt] if p.checks is None else [p.id, p.prompt, p.checks]
+        h.update(json.dumps(item, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
@@ -107,6 +116,18 @@ def _with_system(messages: list[Message], system_prompt: str | None) -> list[Mes
     return messages
 
 
+def _row_checks(value: Any, where: str) -> dict[str, Any] | None:
+    """A prompt-only row's ``checks`` cell: absent/None, or a mapping (its keys are checked where the checks run)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise DataError(
+            f'{where}: \'checks\' must be a mapping such as {{"declines": false, "contains": ["Canberra"]}}, '
+            f"found {type(value).__name__}"
+        )
+    return dict(value)
+
+
 def _prompt_only_source(
     spec: SourceSpec, name: str, cfg: DataConfig, rows: list[Any], locations: list[str]
 ) -> tuple[list[PromptRecord], DropReport, str]:
@@ -119,10 +140,12 @@ def _prompt_only_source(
         report.add_rows(1)
         if isinstance(row, PromptRecord):
             rid, messages = row.id, _prompt_messages(row.prompt, where)
+            checks = _row_checks(row.checks, where)
         elif isinstance(row, dict):
             value = row.get(id_col) if id_col else None
             rid = f"{name}-{i}" if value in (None, "") else str(value)
             messages = _prompt_messages(row.get(_column(spec, "prompt")), where)
+            checks = _row_checks(row.get("checks"), where)
         else:
             raise DataError(
                 f"{where}: a prompt row must be a mapping with a 'prompt' field, found {type(row).__name__}"
@@ -130,7 +153,7 @@ def _prompt_only_source(
         if messages is None:
             report.add_drop(EMPTY_PROMPT, rid)
             continue
-        out.append(PromptRecord(rid, _with_system(messages, cfg.system_prompt), name))
+        out.append(PromptRecord(rid, _with_system(messages, cfg.system_prompt), name, checks=checks))
     return out, report, "prompt-only"
 
 

@@ -12,9 +12,12 @@ from align.compare_stats import (
     distinct_n,
     implicit_reward_accuracy,
     length_controlled_win_rate,
+    mcnemar,
     mean_with_ci,
+    pass_rate,
     sample_kl,
     self_judging_warning,
+    wilson_interval,
     win_rate,
     win_rate_ci,
     win_rate_matrix,
@@ -393,3 +396,185 @@ def test_exact_kl_is_summed_per_response_and_must_be_a_divergence():
     assert out["exact_low"] <= out["exact_mean"] <= out["exact_high"]
     with pytest.raises(ValueError, match="KL divergence"):
         sample_kl(lp, lq, mask, n_boot=200, exact_token_kl=-exact)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# length-controlled win rate: unpenalised intercept and identifiability
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _mixed_lengths() -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(12)
+    n = 1000
+    len_a, len_b = rng.uniform(50, 250, size=n), rng.uniform(50, 250, size=n)
+    return 0.02 * len_a + rng.normal(0.5, 1.0, size=n), 0.02 * len_b + rng.normal(0.0, 1.0, size=n), len_a, len_b
+
+
+def test_well_mixed_lengths_are_identifiable_and_match_the_penalised_fit_closely():
+    result = length_controlled_win_rate(*_mixed_lengths(), n_boot=300)
+    assert result["identifiable"] is True and result["note"] is None
+    assert result["near_equal_support"] >= result["support_needed"] == 100
+    # figures of the previous fit (ridge 1e-4 on both coefficients) on the same data and seed
+    assert result["lc_win_rate"] == pytest.approx(0.6662588451491422, abs=1e-5)
+    assert result["intercept"] == pytest.approx(0.6913125443694159, abs=1e-5)
+    assert result["length_coef"] == pytest.approx(1.4078553437635455, abs=1e-5)
+    assert (result["low"], result["high"]) == pytest.approx((0.630271354108772, 0.7003212622526526), abs=1e-5)
+
+
+def test_one_checkpoint_always_60_tokens_longer_is_not_identifiable():
+    rng = np.random.default_rng(20)
+    n = 200
+    len_b = rng.uniform(50, 250, size=n)
+    len_a = len_b + 60 + rng.normal(0.0, 3.0, size=n)
+    result = length_controlled_win_rate(rng.normal(0.3, 1.0, size=n), rng.normal(size=n), len_a, len_b, n_boot=100)
+    assert result["identifiable"] is False
+    assert result["lc_win_rate"] is None and result["low"] is None and result["high"] is None
+    assert result["intercept"] is None
+    assert result["near_equal_support"] == 0 and result["support_needed"] == 20
+    assert "not identifiable" in result["note"] and "longer" in result["note"] and "+" in result["note"]
+    assert 0.0 <= result["raw_win_rate"] <= 1.0 and math.isfinite(result["length_coef"])
+    assert json.loads(json.dumps(result)) == result
+
+
+def test_identifiability_needs_enough_prompts_near_equal_length_on_both_sides():
+    # 100 prompts: 10 with a 5 tokens shorter (x well within 0.25 SD) and 90 with a 100 tokens longer
+    len_b = np.full(100, 100.0)
+    len_a = np.where(np.arange(100) < 10, 95.0, 200.0)
+    scores_a, scores_b = np.random.default_rng(21).normal(size=(2, 100))
+    assert length_controlled_win_rate(scores_a, scores_b, len_a, len_b, n_boot=50)["identifiable"] is True
+    len_a[9] = 200.0  # only 9 of the needed 10 left on the short side
+    assert length_controlled_win_rate(scores_a, scores_b, len_a, len_b, n_boot=50)["identifiable"] is False
+
+
+def test_intercept_is_not_shrunk_toward_half():
+    # Equal lengths leave an intercept-only model, whose unpenalised fit is the raw rate exactly, whatever the ridge.
+    lengths = np.full(10, 50.0)
+    scores_a = np.array([1.0] * 8 + [0.0] * 2)
+    result = length_controlled_win_rate(scores_a, np.full(10, 0.5), lengths, lengths, n_boot=50, ridge=1.0)
+    assert result["lc_win_rate"] == pytest.approx(0.8, abs=1e-9)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Wilson interval, pass rates, McNemar
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_wilson_interval_matches_statsmodels_and_a_hand_value():
+    from statsmodels.stats.proportion import proportion_confint
+
+    for n in (1, 7, 40, 120, 1000):
+        for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+            for alpha in (0.05, 0.1):
+                expected = proportion_confint(k, n, alpha=alpha, method="wilson")
+                assert wilson_interval(k, n, alpha) == pytest.approx(expected, abs=1e-12), (k, n, alpha)
+    # by hand, k = 0 of n = 10 at 95%: z = 1.959964, upper = z^2 / (n + z^2) = 3.841459 / 13.841459
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(3.841459 / 13.841459, abs=1e-6)
+
+
+def test_wilson_interval_rejects_impossible_counts():
+    with pytest.raises(ValueError, match="positive integer"):
+        wilson_interval(0, 0)
+    with pytest.raises(ValueError, match="between 0 and n"):
+        wilson_interval(5, 4)
+    with pytest.raises(ValueError, match="alpha"):
+        wilson_interval(1, 4, alpha=0.0)
+
+
+def test_pass_rate_leaves_out_prompts_where_the_check_does_not_apply():
+    result = pass_rate([True, None, False, True, None, True])
+    assert (result["k"], result["n"], result["rate"]) == (3, 4, 0.75)
+    assert (result["low"], result["high"]) == pytest.approx(wilson_interval(3, 4))
+    assert pass_rate([None, None]) == {"rate": None, "low": None, "high": None, "k": 0, "n": 0}
+    with pytest.raises(ValueError, match="True, False or None"):
+        pass_rate([1, 0])
+
+
+def test_mcnemar_hand_example():
+    # 1 prompt broken (b), 6 fixed (c), 3 unchanged, 1 dropped for a None: p = 2 * (C(7,0) + C(7,1)) / 2^7 = 0.125
+    ref = [True, False, False, False, False, False, False, True, True, False, None]
+    new = [False, True, True, True, True, True, True, True, True, False, True]
+    result = mcnemar(ref, new)
+    assert (result["b"], result["c"], result["n_discordant"], result["n"]) == (1, 6, 7, 10)
+    assert result["p_value"] == pytest.approx(0.125)
+    assert result["statistic"] == 1 and result["direction"] == "better"
+    assert mcnemar(new[:-1], ref[:-1])["direction"] == "worse"
+    same = mcnemar([True, False], [True, False])
+    assert same["p_value"] == 1.0 and same["direction"] == "same" and same["n_discordant"] == 0
+
+
+def test_mcnemar_matches_statsmodels_exact_test_on_random_tables():
+    from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
+
+    rng = np.random.default_rng(22)
+    for _ in range(60):
+        n = int(rng.integers(5, 300))
+        ref = rng.random(n) < rng.uniform(0.1, 0.9)
+        new = np.where(rng.random(n) < rng.uniform(0.0, 0.5), ~ref, ref)
+        table = [[np.sum(ref & new), np.sum(ref & ~new)], [np.sum(~ref & new), np.sum(~ref & ~new)]]
+        expected = sm_mcnemar(table, exact=True)
+        result = mcnemar(list(ref), list(new))
+        assert result["p_value"] == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-300)
+        assert result["statistic"] == expected.statistic
+
+
+def test_mcnemar_rejects_unpaired_outcomes():
+    with pytest.raises(ValueError, match="same prompts"):
+        mcnemar([True], [True, False])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# sampled KL with several samples per prompt
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _toy_samples(prompts: int, per_prompt: int, tokens: int, seed: int):
+    """Sequences of i.i.d. tokens from p over 5 symbols, scored under p and under the reference q."""
+    p = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
+    q = np.array([0.1, 0.3, 0.2, 0.25, 0.15])
+    draws = np.random.default_rng(seed).choice(5, size=(prompts * per_prompt, tokens), p=p)
+    groups = np.repeat(np.arange(prompts), per_prompt)
+    return np.log(p)[draws], np.log(q)[draws], groups, tokens * float(np.sum(p * np.log(p / q)))
+
+
+def test_grouped_kl_estimates_match_the_closed_form_and_the_ci_covers_it():
+    lp, lq, groups, exact = _toy_samples(prompts=400, per_prompt=8, tokens=4, seed=23)
+    result = sample_kl(lp, lq, np.ones_like(lp), groups=groups, n_boot=500)
+    assert (result["n"], result["n_prompts"]) == (3200, 400)
+    k1 = (lp - lq).sum(axis=1)
+    k3 = (np.expm1(lq - lp) - (lq - lp)).sum(axis=1)
+    assert result["mean"] == pytest.approx(k1.mean()) and result["k3_mean"] == pytest.approx(k3.mean())
+    for values, key in ((k1, "mean"), (k3, "k3_mean")):
+        stderr = values.std(ddof=1) / math.sqrt(values.size)
+        assert abs(result[key] - exact) < 3 * stderr, key
+    assert result["low"] < exact < result["high"]
+    assert result["k3_low"] < exact < result["k3_high"]
+
+
+def test_grouped_bootstrap_resamples_prompts_not_rows():
+    # Each prompt's 8 rows are copies of one sequence: there are only 50 independent values, and the clustered CI
+    # must be as wide as for those 50, not sqrt(8) times narrower as a row bootstrap would claim.
+    lp, lq, _, _ = _toy_samples(prompts=50, per_prompt=1, tokens=4, seed=24)
+    lp8, lq8, groups = np.repeat(lp, 8, axis=0), np.repeat(lq, 8, axis=0), np.repeat(np.arange(50), 8)
+    ones = np.ones_like(lp8)
+    clustered = sample_kl(lp8, lq8, ones, groups=groups, n_boot=2000, seed=1)
+    rows = sample_kl(lp8, lq8, ones, n_boot=2000, seed=1)
+    single = sample_kl(lp, lq, np.ones_like(lp), n_boot=2000, seed=1)
+    width = {name: r["high"] - r["low"] for name, r in (("c", clustered), ("r", rows), ("s", single))}
+    assert width["c"] > 2.0 * width["r"]
+    assert width["c"] == pytest.approx(width["s"], rel=0.15)
+    assert clustered["mean"] == pytest.approx(single["mean"])
+
+
+def test_one_group_per_row_gives_the_ungrouped_interval_and_bad_groups_are_rejected():
+    lp, lq, _, _ = _toy_samples(prompts=60, per_prompt=1, tokens=3, seed=25)
+    mask = np.ones_like(lp)
+    grouped = sample_kl(lp, lq, mask, groups=np.arange(60)[::-1], n_boot=300)
+    plain = sample_kl(lp, lq, mask, n_boot=300)
+    assert grouped["n_prompts"] == plain["n_prompts"] == 60
+    for key in ("mean", "k3_mean"):
+        assert grouped[key] == pytest.approx(plain[key])
+    with pytest.raises(ValueError, match="one prompt id per row"):
+        sample_kl(lp, lq, mask, groups=np.arange(59))
+    with pytest.raises(ValueError, match="integer"):
+        sample_kl(lp, lq, mask, groups=np.zeros(60))
