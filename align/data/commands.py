@@ -527,7 +527,7 @@ def _model_vs_humans(args: Any, records: list[Any], target: Target) -> int:
     from align.agreement import model_vs_humans
     from align.data.split import split_by_prompt
     from align.models import load_reward_model
-    from align.stages.reward import score_sequences
+    from align.reward_models import score_sequences
     from align.templates import Encoder, Skip
 
     labelled = [r for r in records if isinstance(r, PreferenceRecord) and r.annotations]

@@ -40,7 +40,6 @@ last) and ``model/`` (policy adapter, value head, tokenizer, chat template, and 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -57,6 +56,14 @@ from torch import nn
 
 from align.config import ConfigError, LoraSection, ModelSection, RunSection, TemplateSection, to_plain
 from align.data.spec import DataConfig
+from align.eval.generation import Sampling, left_pad, neutral_defaults
+from align.reward_models import (  # noqa: F401  (public names recipes and tests use from here)
+    RewardModelScorer,
+    needs_retokenization,
+    resolve_reward_model_dir,
+    retokenize_for_reward_model,
+    tokenizer_fingerprint,
+)
 from align.stages import common
 from align.stages import ppo_math as pm
 from align.tracking import process_state
@@ -333,141 +340,6 @@ class ProgrammaticReward:
         return scores
 
 
-def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """A hash of the token -> id mapping (added tokens included): equal fingerprints mean ids mean the same."""
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: (kv[1], kv[0]))
-    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
-
-
-def needs_retokenization(policy_tokenizer: Any, rm_tokenizer: Any) -> bool:
-    """True when policy ids cannot go to the reward model as they are: another vocabulary, or another chat template
-    (the reward model was trained on its own rendering). Ids never cross vocabularies (FAULTS 17)."""
-    if tokenizer_fingerprint(policy_tokenizer) != tokenizer_fingerprint(rm_tokenizer):
-        return True
-    rm_template = getattr(rm_tokenizer, "chat_template", None)
-    return bool(rm_template) and rm_template != getattr(policy_tokenizer, "chat_template", None)
-
-
-def retokenize_for_reward_model(
-    encoder: Any, prompts: list[list[dict[str, str]]], responses: list[str], ended: list[bool]
-) -> list[list[int]]:
-    """Prompt+response ids in the reward model's own tokenizer and template, from messages and response texts.
-
-    A response that ended with EOS is rendered as a finished assistant turn (ending with the RM's EOS, as in its
-    training data); a truncated one is the RM's rendered prompt followed by the response text, with no EOS.
-    """
-    from align.templates import Skip, encode_text
-
-    out = []
-    for prompt, text, done in zip(prompts, responses, ended, strict=True):
-        reply = [{"role": "assistant", "content": text}]
-        if done:
-            try:
-                out.append(encoder.reward_pair(prompt, reply, reply)["chosen_ids"])
-                continue
-            except Skip:
-                pass  # a template that renders this turn oddly: fall back to prompt + text + EOS
-            out.append(
-                encoder.prompt(prompt) + encode_text(encoder.tokenizer, text) + [encoder.tokenizer.eos_token_id]
-            )
-        else:
-            out.append(encoder.prompt(prompt) + encode_text(encoder.tokenizer, text))
-    return out
-
-
-def resolve_reward_model_dir(path: str) -> tuple[Path, Path | None]:
-    """(directory holding the weights, RM stage directory or None) for a stage dir or a model dir."""
-    p = Path(path).expanduser()
-    if (p / "model").is_dir():
-        return p / "model", p
-    if not p.is_dir():
-        raise ConfigError(
-            f"reward_model={path!r} does not exist; point it at a reward-model stage directory (runs/<name>/rm) or "
-            "a sequence-classification model directory."
-        )
-    parent = p.parent if (p.parent / "manifest.json").is_file() else None
-    return p, parent
-
-
-class RewardModelScorer:
-    """A sequence-classification reward model with its own tokenizer; scores prompt+response sequences."""
-
-    def __init__(self, path: str, policy_tokenizer: Any, dtype: str = "float32", device: Any = "cpu", log=print):
-        from align.models import load_sequence_classifier, load_tokenizer, resolve_model_path
-        from align.tracking import read_manifest
-
-        model_dir, stage = resolve_reward_model_dir(path)
-        self.path = str(Path(path).expanduser().resolve())
-        self.model_dir = model_dir
-        manifest = read_manifest(stage) if stage is not None else None
-        stats_file = model_dir / "reward_stats.json"
-        self.stats = json.loads(stats_file.read_text()) if stats_file.is_file() else None
-        adapter_cfg = model_dir / "adapter_config.json"
-        # a LoRA reward model's adapter directory and the adapters merged under it: a critic adapter can start
-        # from them (ppo.value_model adapter, value_init reward_model)
-        self.adapter_dir: Path | None = model_dir if adapter_cfg.is_file() else None
-        self.merged: list[str] = []
-        if adapter_cfg.is_file():
-            from peft import PeftModel
-
-            from align.checkpoints import merge_chain
-
-            weights = (manifest or {}).get("weights") or {}
-            base_ref = (
-                weights.get("base")
-                or (manifest or {}).get("model")
-                or json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
-            )
-            if not base_ref:
-                raise ConfigError(f"reward_model {model_dir}: cannot tell its base model (no manifest, no base path).")
-            base_path = resolve_model_path(base_ref, log=log)
-            tok_src = str(model_dir) if (model_dir / "tokenizer_config.json").is_file() else base_path
-            self.tokenizer = load_tokenizer(tok_src)
-            model = load_sequence_classifier(base_path, dtype=dtype, pad_token_id=self.tokenizer.pad_token_id)
-            chain = list(weights.get("merged") or [])
-            missing = [c for c in chain if not Path(c).is_dir()]
-            if missing:
-                raise ConfigError(
-                    f"reward_model {path}: it was trained on top of {missing[0]}, which no longer exists; the reward "
-                    "model cannot be rebuilt without it. Restore that directory or retrain the reward model."
-                )
-            model = merge_chain(model, chain)
-            self.merged = chain
-            model = PeftModel.from_pretrained(model, str(model_dir)).merge_and_unload()
-        else:
-            self.tokenizer = load_tokenizer(str(model_dir))
-            model = load_sequence_classifier(str(model_dir), dtype=dtype, pad_token_id=self.tokenizer.pad_token_id)
-        model.config.use_cache = False
-        self.model = model.to(device).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.retokenize = needs_retokenization(policy_tokenizer, self.tokenizer)
-        self.encoder = None
-        if self.retokenize:
-            from align.templates import Encoder, apply_template_choice
-
-            apply_template_choice(self.tokenizer, None)  # a clear error when the RM has no chat template
-            self.encoder = Encoder(self.tokenizer)
-
-    def score_head(self) -> nn.Module | None:
-        head = getattr(self.model, "score", None)
-        return head if isinstance(head, nn.Linear) else None
-
-    def __call__(
-        self,
-        prompt_messages: list[list[dict[str, str]]],
-        sequences: list[list[int]],
-        texts: list[str],
-        ended: list[bool],
-        batch_size: int = 16,
-    ) -> list[float]:
-        from align.stages.reward import score_sequences
-
-        if self.retokenize:
-            sequences = retokenize_for_reward_model(self.encoder, prompt_messages, texts, ended)
-        return score_sequences(self.model, sequences, self.tokenizer.pad_token_id, batch_size=batch_size)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Small pure helpers
 
@@ -486,17 +358,6 @@ def prompt_indices(n: int, seed: int, start: int, count: int) -> list[int]:
         out += perm[offset : offset + take]
         pos += take
     return out
-
-
-def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and attention mask (generation continues every row from the same right edge)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s) :] = 1
-    return ids, mask
 
 
 def response_mask(responses: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1012,24 +873,20 @@ class PPOTrainer:
 
     @torch.no_grad()
     def generate(self, prompt_ids: list[list[int]]) -> tuple[torch.Tensor, ...]:
-        """(prompt ids, prompt mask, responses, response mask, has_eos): sampled with the KV cache, cut after EOS."""
-        from transformers import GenerationConfig
+        """(prompt ids, prompt mask, responses, response mask, has_eos): sampled with the KV cache, cut after EOS.
 
+        Through the shared generation settings (align.eval.generation): only ``ppo.temperature``/``top_p``/
+        ``max_new_tokens`` shape the rollout distribution, never the model's own generation_config.json, so the
+        responses come from the distribution whose log-probs PPO then computes."""
         ids, mask = left_pad(prompt_ids, self.pad_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
-        gen = GenerationConfig(
-            do_sample=True,
-            temperature=self.cfg.temperature,
-            top_p=self.cfg.top_p,
-            top_k=0,
-            max_new_tokens=self.cfg.max_new_tokens,
-            eos_token_id=self.eos_id,
-            pad_token_id=self.pad_id,
-            bos_token_id=self.tokenizer.bos_token_id,
-            use_cache=True,  # the stage turns config.use_cache off for training; generation needs the cache
+        sampling = Sampling(
+            max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature, top_p=self.cfg.top_p
         )
-        with self.autocast():
-            out = self.unwrapped.policy.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
+        gen = sampling.config(self.eos_id, self.pad_id)
+        policy = self.unwrapped.policy
+        with self.autocast(), neutral_defaults(policy):
+            out = policy.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
         responses = out[:, ids.shape[1] :]
         rmask, has_eos = response_mask(responses, self.eos_id)
         responses = torch.where(rmask, responses, torch.full_like(responses, self.pad_id))

@@ -23,6 +23,7 @@ from trl import RewardConfig, RewardTrainer
 from align.agreement import AgreementConfig
 from align.config import ConfigError, LoraSection, ModelSection, RunSection, SpeedSection, TemplateSection
 from align.data.spec import DataConfig
+from align.reward_models import score_sequences  # noqa: F401  (also imported from here by older code)
 from align.stages import common
 
 
@@ -66,39 +67,6 @@ class Recipe:
             raise ConfigError(f"train_on={self.train_on!r}: use train or eval.")
         if self.training.center_rewards_coefficient is not None and self.training.center_rewards_coefficient < 0:
             raise ConfigError("training.center_rewards_coefficient must be >= 0 (e.g. 0.01) or null.")
-
-
-@torch.no_grad()
-def score_sequences(
-    model: Any, sequences: list[list[int]], pad_id: int, batch_size: int = 16, padding_side: str = "right"
-) -> list[float]:
-    """Reward for each token-id sequence (batched, padded, attention-masked). Used by eval, PPO and compare.
-
-    Batches are formed in length order (less padding; scores do not depend on the batch), returned in input order."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(sequences)), key=lambda k: len(sequences[k]))
-    scores: list[float] = []
-    for i in range(0, len(sequences), batch_size):
-        chunk = [sequences[k] for k in order[i : i + batch_size]]
-        width = max(len(s) for s in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for j, s in enumerate(chunk):
-            if padding_side == "right":
-                ids[j, : len(s)] = torch.tensor(s)
-                mask[j, : len(s)] = 1
-            else:
-                ids[j, width - len(s) :] = torch.tensor(s)
-                mask[j, width - len(s) :] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-        scores.extend(logits[:, 0].float().cpu().tolist())
-    model.train(was_training)
-    out = [0.0] * len(sequences)
-    for k, v in zip(order, scores):
-        out[k] = v
-    return out
 
 
 def evaluate_pairs(model: Any, rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
