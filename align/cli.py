@@ -18,6 +18,7 @@ from typing import Any
 STAGES = {
     "sft": ("align.stages.sft", "supervised fine-tuning (TRL SFTTrainer, LoRA)"),
     "rm": ("align.stages.reward", "pairwise reward model (Bradley-Terry, LoRA + score head)"),
+    "pairs": ("align.stages.pairs", "on-policy preference pairs: sample k answers, rank with a reward model"),
     "dpo": ("align.stages.dpo", "direct preference optimisation (TRL DPOTrainer, LoRA)"),
     "ppo": ("align.stages.ppo", "PPO with LoRA, value head and a reward model (align's own)"),
 }
@@ -122,15 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     sp = sub.add_parser("compare", help="generate with checkpoints on held-out prompts and compare them with a judge")
-    sp.add_argument("checkpoints", nargs="+", help="run/stage directories or model references")
+    sp.add_argument(
+        "checkpoints", nargs="+", help="run/stage directories, model references, or bon:<run>@<n> (best of n)"
+    )
     sp.add_argument("--prompts", help="eval prompt source")
     sp.add_argument("--judge", help="reward model run/dir, or module:function (prompts, responses) -> rewards")
     sp.add_argument("--pairs", help="held-out preference pairs for implicit-reward accuracy")
     sp.add_argument("--reference", help="checkpoint name the others are compared with (default: the first)")
-    sp.add_argument("--max-prompts", type=int, help="use the first N prompts (default 64)")
-    sp.add_argument("--max-new-tokens", type=int, help="generation length (default 64)")
+    sp.add_argument("--max-prompts", type=int, help="use the first N prompts (default: all)")
+    sp.add_argument("--max-new-tokens", type=int, help="generation length (default 160)")
     sp.add_argument("--temperature", type=float, help="0 = greedy (default)")
     sp.add_argument("--seed", type=int, help="sampling and bootstrap seed")
+    sp.add_argument("--kl-samples", type=int, help="answers sampled per prompt for the KL estimate (default 2)")
+    sp.add_argument("--bon-reward-model", help="reward-model run that picks the best of n for bon:<run>@<n>")
+    sp.add_argument("--batch-size", type=int, help="generation and scoring batch (default 64)")
+    sp.add_argument("--dtype", help="float32 (default) or bfloat16 for generation and scoring")
     sp.add_argument("-o", "--output", help="report directory (default runs/compare)")
 
     sp = sub.add_parser("models", help="list and fetch built-in models")

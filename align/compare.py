@@ -17,30 +17,51 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from align import compare_stats as cs
+from align.eval import generation
+from align.eval.generation import Sampling
+from align.reward_models import RewardModelScorer
+
+BON_PREFIX = "bon:"
 
 
 @dataclass
 class CompareConfig:
-    checkpoints: list[str] = field(default_factory=list, metadata={"help": "Stage dirs, adapters or model refs."})
+    checkpoints: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Stage dirs, adapters or model refs; bon:<run>@<n> = best of n under bon_reward_model."},
+    )
     names: list[str] | None = field(default=None, metadata={"help": "Display names (default: stage or path)."})
     prompts: str = field(default="builtin:bundled-eval-prompts", metadata={"help": "Held-out prompt source."})
     judge: str | None = field(default=None, metadata={"help": "Reward-model run/dir, or module:function."})
     pairs: str | None = field(default=None, metadata={"help": "Held-out preference pairs (implicit reward acc)."})
     reference: str | None = field(default=None, metadata={"help": "Checkpoint name that others are compared to."})
-    max_prompts: int = field(default=64, metadata={"help": "Use the first N prompts."})
+    max_prompts: int | None = field(default=None, metadata={"help": "Use the first N prompts (default: all)."})
     max_pairs: int = field(default=32, metadata={"help": "Use the first N held-out pairs."})
-    max_new_tokens: int = field(default=64, metadata={"help": "Generation length limit."})
+    max_new_tokens: int = field(default=160, metadata={"help": "Generation length limit (answers should end)."})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy decoding."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling (temperature > 0)."})
-    batch_size: int = field(default=16, metadata={"help": "Generation and scoring batch size."})
+    batch_size: int = field(default=64, metadata={"help": "Generation and scoring batch size."})
+    kl_samples: int = field(
+        default=2, metadata={"help": "Answers sampled per prompt at temperature 1 for the KL estimate (0 = none)."}
+    )
+    kl_max_prompts: int | None = field(default=None, metadata={"help": "Prompts used for the KL samples (all)."})
+    bon_reward_model: str | None = field(
+        default=None, metadata={"help": "Reward-model run that picks the best of n for bon:<run>@<n> checkpoints."}
+    )
+    bon_temperature: float = field(default=0.8, metadata={"help": "Sampling temperature of best-of-n candidates."})
+    checks: bool = field(default=True, metadata={"help": "Run the prompts' objective checks (no reward model)."})
+    custom_checks: str | None = field(
+        default=None, metadata={"help": "module:function adding check families (see align.eval.checks)."}
+    )
     seed: int = field(default=0, metadata={"help": "Sampling and bootstrap seed."})
     n_boot: int = field(default=2000, metadata={"help": "Bootstrap resamples for CIs."})
     tie_tolerance: float = field(default=0.0, metadata={"help": "|reward difference| <= this is a tie."})
@@ -53,48 +74,30 @@ class CompareConfig:
 # Generation and scoring
 
 
-def generate(model: Any, tok: Any, prompts: list[list[dict]], cfg: CompareConfig) -> list[dict[str, Any]]:
-    """Batched generation with left padding and the KV cache; responses cut after their first EOS."""
-    import torch
-
+def generate(
+    model: Any,
+    tok: Any,
+    prompts: list[list[dict]],
+    cfg: CompareConfig,
+    *,
+    temperature: float | None = None,
+    num_samples: int = 1,
+) -> list[dict[str, Any]]:
+    """Answers through the one generation path (align.eval.generation): the recipe's sampling settings and nothing
+    from the model's own generation config; responses cut after their first EOS."""
     from align.templates import Encoder
 
     enc = Encoder(tok)
-    prompt_ids = [enc.prompt(p) for p in prompts]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    out: list[dict[str, Any]] = []
-    torch.manual_seed(cfg.seed)
-    for i in range(0, len(prompt_ids), cfg.batch_size):
-        chunk = prompt_ids[i : i + cfg.batch_size]
-        width = max(len(p) for p in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, p in enumerate(chunk):
-            ids[j, width - len(p) :] = torch.tensor(p)
-            mask[j, width - len(p) :] = 1
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": cfg.max_new_tokens,
-            "pad_token_id": pad,
-            "eos_token_id": tok.eos_token_id,
-            "use_cache": True,
-        }
-        if cfg.temperature > 0:
-            kwargs.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p)
-        else:
-            kwargs.update(do_sample=False)
-        with torch.no_grad():
-            gen = model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, width:]
-        for j, p in enumerate(chunk):
-            resp = gen[j].tolist()
-            has_eos = tok.eos_token_id in resp
-            if has_eos:
-                resp = resp[: resp.index(tok.eos_token_id) + 1]
-            else:
-                while resp and resp[-1] == pad:
-                    resp.pop()
-            text = tok.decode(resp, skip_special_tokens=True).strip()
-            out.append({"prompt_ids": p, "response_ids": resp, "text": text, "eos": has_eos})
-    return out
+    sampling = Sampling(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature if temperature is None else temperature,
+        top_p=cfg.top_p,
+        seed=cfg.seed,
+    )
+    samples = generation.generate(
+        model, tok, [enc.prompt(p) for p in prompts], sampling, num_samples=num_samples, batch_size=cfg.batch_size
+    )
+    return [asdict(s) for s in samples]
 
 
 def response_logratio(
@@ -169,34 +172,25 @@ def response_logratio(
     return (pol, ref, mask, kl) if exact_kl else (pol, ref, mask)
 
 
-def load_judge(judge: str, log=print):
-    """A reward model (``align rm`` run dir, adapter dir or full model) or a ``module:function`` reward."""
+def load_judge(judge: str, policy_tokenizer: Any, log=print) -> dict[str, Any]:
+    """A reward model (``align rm`` run dir, adapter dir or full model, rebuilt with the adapters merged under it)
+    or a ``module:function`` reward."""
     if ":" in judge and not Path(judge).exists():
         from align.config import import_callable
 
         return {"kind": "function", "fn": import_callable(judge, f"--judge {judge!r}"), "id": judge}
-    from align.models import load_reward_model
-
-    model, tok = load_reward_model(judge)
-    p = Path(judge)
-    ident = str((p / "model" if (p / "model").is_dir() else p).resolve())
-    return {"kind": "model", "model": model, "tok": tok, "id": ident}
+    scorer = RewardModelScorer(judge, policy_tokenizer, log=log)
+    return {"kind": "model", "scorer": scorer, "id": str(scorer.model_dir.resolve())}
 
 
-def judge_scores(judge: dict[str, Any], prompts: list[list[dict]], texts: list[str], batch_size: int) -> list[float]:
+def judge_scores(
+    judge: dict[str, Any], prompts: list[list[dict]], texts: list[str], ended: list[bool], batch_size: int
+) -> list[float]:
     from align.data.prompts import prompt_text
 
     if judge["kind"] == "function":
         return [float(x) for x in judge["fn"]([prompt_text(p) for p in prompts], texts)]
-    from align.stages.reward import score_sequences
-    from align.templates import Encoder
-
-    enc = Encoder(judge["tok"])
-    seqs = []
-    for p, t in zip(prompts, texts):
-        row = enc.preference(p, [{"role": "assistant", "content": t}], [{"role": "assistant", "content": t}])
-        seqs.append(row["prompt_ids"] + row["chosen_ids"])
-    return score_sequences(judge["model"], seqs, judge["tok"].pad_token_id, batch_size=batch_size)
+    return judge["scorer"].score_texts(prompts, texts, ended, batch_size=batch_size)
 
 
 def implicit_margins(model: Any, tok: Any, pairs: list[Any], batch_size: int) -> list[float]:
@@ -228,12 +222,13 @@ def _display_name(ckpt: str, info: dict[str, Any], taken: set[str]) -> str:
     return name
 
 
-def load_prompt_records(source: str, limit: int) -> list[list[dict]]:
+def load_prompt_records(source: str, limit: int | None) -> list[Any]:
+    """The held-out prompts (``PromptRecord``: messages and, where the source carries them, objective checks)."""
     from align.data.prompts import load_prompts
     from align.data.spec import DataConfig, SourceSpec
 
     prompts, _ = load_prompts(DataConfig(sources=[SourceSpec(path=source)], eval_fraction=0.0))
-    return [p.prompt for p in prompts[:limit]]
+    return prompts[:limit] if limit else prompts
 
 
 def load_pairs(source: str | None, limit: int) -> list[Any]:
@@ -246,55 +241,148 @@ def load_pairs(source: str | None, limit: int) -> list[Any]:
     return (data.train + data.eval)[:limit]
 
 
-def run_compare(cfg: CompareConfig, log=print, pairs: list[Any] | None = None) -> dict[str, Any]:
-    """Generate, score and write the report; returns the report dict (also ``report.json``)."""
+def parse_best_of_n(ckpt: str) -> tuple[str, int] | None:
+    """``bon:<run>@<n>`` -> (run, n); None for an ordinary checkpoint."""
+    if not ckpt.startswith(BON_PREFIX):
+        return None
+    run, sep, n = ckpt.removeprefix(BON_PREFIX).rpartition("@")
+    if not sep or not run or not n.isdigit() or int(n) < 1:
+        raise ValueError(f"{ckpt!r}: write best-of-n as bon:<policy run>@<n>, e.g. bon:runs/quickstart/sft@4.")
+    return run, int(n)
+
+
+def best_of_n_kl_bound(n: int) -> float:
+    """The analytic KL bound of best-of-n sampling against the sampling policy: log n - (n - 1) / n nats."""
+    return math.log(n) - (n - 1) / n
+
+
+def _policy_entry(ckpt: str, prompts: list, pairs: list, cfg: CompareConfig, log) -> tuple[dict[str, Any], Any]:
+    """Answers of one checkpoint (generated from a merged copy: fast), its KL to its own training reference (sampled
+    at temperature 1, plus the sum along the answers shown) and its implicit-reward accuracy."""
     from align.checkpoints import load_policy
 
+    model, tok, info = load_policy(ckpt, dtype=cfg.dtype, log=log)
+    fast = generation.merged_copy(model) if info.get("adapter") else model
+    tg = time.time()
+    samples = generate(fast, tok, prompts, cfg)
+    entry: dict[str, Any] = {"checkpoint": ckpt, "info": info, "samples": samples}
+    entry["generate_seconds"] = round(time.time() - tg, 2)
+    if info.get("adapter"):
+        entry["kl"] = kl_to_reference(model, fast, tok, prompts, samples, cfg)
+        if pairs:
+            entry["implicit"] = cs.implicit_reward_accuracy(
+                np.array(implicit_margins(model, tok, pairs, cfg.batch_size)), n_boot=cfg.n_boot, seed=cfg.seed
+            )
+    return entry, tok
+
+
+def kl_to_reference(model: Any, fast: Any, tok: Any, prompts: list, shown: list, cfg: CompareConfig) -> dict:
+    """KL(policy || reference) per answer: k1 and k3 over ``kl_samples`` answers per prompt sampled at temperature 1
+    (the policy's own distribution), CIs resampling prompts; and, labelled as such, the full-distribution KL summed
+    along the answers the report shows (greedy by default: a path, not an expectation)."""
+    pol, ref, mask, exact = response_logratio(model, shown, cfg.batch_size, exact_kl=True)
+    along = cs.sample_kl(pol, ref, mask, n_boot=cfg.n_boot, seed=cfg.seed, exact_token_kl=exact)
+    out: dict[str, Any] = {
+        "along_shown_answers": {k: along[k] for k in ("exact_mean", "exact_low", "exact_high")},
+        "temperature": 1.0,
+    }
+    if cfg.kl_samples > 0:
+        kp = prompts[: cfg.kl_max_prompts] if cfg.kl_max_prompts else prompts
+        drawn = generate(fast, tok, kp, cfg, temperature=1.0, num_samples=cfg.kl_samples)
+        pol, ref, mask = response_logratio(model, drawn, cfg.batch_size)
+        groups = np.array([s["index"] for s in drawn])
+        out.update(cs.sample_kl(pol, ref, mask, n_boot=cfg.n_boot, seed=cfg.seed, groups=groups))
+        out["samples_per_prompt"] = cfg.kl_samples
+    return out
+
+
+def _best_of_n_entry(ckpt: str, prompts: list, cfg: CompareConfig, log) -> tuple[dict[str, Any], Any]:
+    """Best of n answers (sampled at ``bon_temperature``) under ``bon_reward_model``: what that reward model can buy
+    without any training, at a KL of at most log n - (n-1)/n from the sampling policy."""
+    from align.checkpoints import load_policy
+
+    run, n = parse_best_of_n(ckpt)
+    if not cfg.bon_reward_model:
+        raise ValueError(f"{ckpt}: best-of-n needs compare.bon_reward_model (the reward-model run that picks).")
+    model, tok, info = load_policy(run, dtype=cfg.dtype, log=log)
+    fast = generation.merged_copy(model) if info.get("adapter") else model
+    tg = time.time()
+    cands = generate(fast, tok, prompts, cfg, temperature=cfg.bon_temperature, num_samples=n)
+    rm = RewardModelScorer(cfg.bon_reward_model, tok, dtype=cfg.dtype, log=log)
+    scores = rm(
+        [prompts[c["index"]] for c in cands],
+        [c["prompt_ids"] + c["response_ids"] for c in cands],
+        [c["text"] for c in cands],
+        [c["eos"] for c in cands],
+        batch_size=cfg.batch_size,
+    )
+    best = [max(range(k * n, k * n + n), key=lambda j: scores[j]) for k in range(len(prompts))]
+    label = info.get("stage") or Path(run).name.removeprefix("builtin:")
+    info = {**info, "stage": f"bon{n}-{label}", "reward_model": cfg.bon_reward_model}
+    entry = {
+        "checkpoint": ckpt,
+        "info": info,
+        "samples": [cands[j] for j in best],
+        "generate_seconds": round(time.time() - tg, 2),
+        "best_of_n": {"n": n, "temperature": cfg.bon_temperature, "kl_bound": best_of_n_kl_bound(n)},
+    }
+    return entry, tok
+
+
+def run_compare(cfg: CompareConfig, log=print, pairs: list[Any] | None = None) -> dict[str, Any]:
+    """Generate, score and write the report; returns the report dict (also ``report.json``)."""
     if not cfg.checkpoints:
         raise ValueError("compare needs at least one checkpoint")
     if not cfg.judge:
         raise ValueError("compare needs a judge: --judge <reward model run or dir> or --judge module:function")
     out_dir = Path(cfg.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prompts = load_prompt_records(cfg.prompts, cfg.max_prompts)
+    records = load_prompt_records(cfg.prompts, cfg.max_prompts)
+    prompts = [r.prompt for r in records]
     pairs = pairs if pairs is not None else load_pairs(cfg.pairs, cfg.max_pairs)
     t0 = time.time()
     results: dict[str, dict[str, Any]] = {}
     trained_against: dict[str, str | None] = {}
+    tok = None
     for i, ckpt in enumerate(cfg.checkpoints):
-        model, tok, info = load_policy(ckpt, dtype=cfg.dtype, log=log)
+        log(f"[align] compare: generating with {ckpt} ({len(prompts)} prompts)")
+        if parse_best_of_n(ckpt):
+            entry, tok = _best_of_n_entry(ckpt, prompts, cfg, log)
+        else:
+            entry, tok = _policy_entry(ckpt, prompts, pairs, cfg, log)
+        info = entry["info"]
         name = cfg.names[i] if cfg.names and i < len(cfg.names) else _display_name(ckpt, info, set(results))
-        log(f"[align] compare: generating with {name} ({len(prompts)} prompts)")
-        tg = time.time()
-        samples = generate(model, tok, prompts, cfg)
-        entry: dict[str, Any] = {
-            "checkpoint": ckpt,
-            "info": info,
-            "samples": samples,
-            "generate_seconds": round(time.time() - tg, 2),
-        }
-        if info.get("adapter"):
-            pol, ref, mask, exact = response_logratio(model, samples, cfg.batch_size, exact_kl=True)
-            entry["kl"] = cs.sample_kl(pol, ref, mask, n_boot=cfg.n_boot, seed=cfg.seed, exact_token_kl=exact)
-            if pairs:
-                entry["implicit"] = cs.implicit_reward_accuracy(
-                    np.array(implicit_margins(model, tok, pairs, cfg.batch_size)), n_boot=cfg.n_boot, seed=cfg.seed
-                )
         rm = info.get("reward_model")
         trained_against[name] = str(Path(rm, "model").resolve()) if rm and Path(rm, "model").is_dir() else rm
         results[name] = entry
-        del model
         gc.collect()
 
-    judge = load_judge(cfg.judge, log=log)
+    judge = load_judge(cfg.judge, tok, log=log)
     for entry in results.values():
         texts = [s["text"] for s in entry["samples"]]
-        entry["scores"] = judge_scores(judge, prompts, texts, cfg.batch_size)
-    report = build_report(cfg, prompts, results, judge["id"], trained_against)
+        ended = [s["eos"] for s in entry["samples"]]
+        entry["scores"] = judge_scores(judge, prompts, texts, ended, cfg.batch_size)
+    checks = _check_outcomes(records, results, cfg)
+    report = build_report(cfg, prompts, results, judge["id"], trained_against, checks)
     report["seconds"] = round(time.time() - t0, 1)
     write_report(report, results, prompts, out_dir, cfg)
     log(f"[align] compare: report in {out_dir / 'report.md'}")
     return report
+
+
+def _check_outcomes(records: list, results: dict[str, dict[str, Any]], cfg: CompareConfig) -> dict[str, Any] | None:
+    """Per checkpoint, per check family: one pass/fail/None per prompt (None = the family does not apply)."""
+    checks = [getattr(r, "checks", None) for r in records]
+    if not cfg.checks or (not any(checks) and not cfg.custom_checks):
+        return None
+    from align.config import import_callable
+    from align.eval.checks import run_checks
+
+    custom = import_callable(cfg.custom_checks, "compare.custom_checks") if cfg.custom_checks else None
+    return {
+        name: run_checks(checks, [s["text"] for s in e["samples"]], [s["eos"] for s in e["samples"]], custom=custom)
+        for name, e in results.items()
+    }
 
 
 def build_report(
@@ -303,6 +391,7 @@ def build_report(
     results: dict[str, dict[str, Any]],
     judge_id: str,
     trained_against: dict[str, str | None],
+    checks: dict[str, dict[str, list[bool | None]]] | None = None,
 ) -> dict[str, Any]:
     names = list(results)
     ref_name = cfg.reference if cfg.reference in results else names[0]
@@ -310,34 +399,15 @@ def build_report(
     lengths = {n: np.array([len(s["response_ids"]) for s in results[n]["samples"]], dtype=float) for n in names}
     per: dict[str, Any] = {}
     for n in names:
-        texts = [s["text"] for s in results[n]["samples"]]
-        per[n] = {
-            "checkpoint": results[n]["checkpoint"],
-            "reward": cs.mean_with_ci(scores[n], n_boot=cfg.n_boot, seed=cfg.seed),
-            "length_tokens": {"mean": float(lengths[n].mean()), "median": float(np.median(lengths[n]))},
-            "eos_rate": float(np.mean([s["eos"] for s in results[n]["samples"]])),
-            "distinct_1": cs.distinct_n(texts, 1),
-            "distinct_2": cs.distinct_n(texts, 2),
-            "kl_to_reference": results[n].get("kl"),
-            "implicit_reward_accuracy": results[n].get("implicit"),
-            "generate_seconds": results[n]["generate_seconds"],
-        }
+        per[n] = _checkpoint_summary(cfg, results[n], scores[n], lengths[n])
+        if checks:
+            per[n]["checks"] = {fam: cs.pass_rate(out) for fam, out in checks[n].items()}
         if n != ref_name:
-            per[n]["vs_reference"] = {
-                "reference": ref_name,
-                "win_rate": cs.win_rate_ci(
-                    scores[n], scores[ref_name], tie_tolerance=cfg.tie_tolerance, n_boot=cfg.n_boot, seed=cfg.seed
-                ),
-                "length_controlled": cs.length_controlled_win_rate(
-                    scores[n],
-                    scores[ref_name],
-                    lengths[n],
-                    lengths[ref_name],
-                    tie_tolerance=cfg.tie_tolerance,
-                    n_boot=cfg.n_boot,
-                    seed=cfg.seed,
-                ),
-            }
+            per[n]["vs_reference"] = _versus(cfg, ref_name, scores[n], scores[ref_name], lengths[n], lengths[ref_name])
+            if checks:
+                per[n]["vs_reference"]["checks"] = {
+                    fam: cs.mcnemar(checks[ref_name][fam], out) for fam, out in checks[n].items()
+                }
     warnings = cs.self_judging_warning(judge_id, trained_against)
     return {
         "n_prompts": len(prompts),
@@ -350,69 +420,165 @@ def build_report(
             "seed": cfg.seed,
         },
         "checkpoints": per,
+        "check_families": list(next(iter(checks.values()))) if checks else [],
         "win_rates": cs.win_rate_matrix(scores, tie_tolerance=cfg.tie_tolerance, n_boot=cfg.n_boot, seed=cfg.seed),
         "warnings": warnings,
         "length_control_method": "logistic regression of the per-prompt outcome on the standardised length "
-        "difference; the length-controlled win rate is the predicted win rate at equal length (sigmoid of the "
-        "intercept)",
+        "difference, intercept unpenalised; the length-controlled win rate is the predicted win rate at equal length "
+        "(sigmoid of the intercept), reported only when enough prompts have near-equal lengths on both sides",
+    }
+
+
+def _checkpoint_summary(cfg: CompareConfig, res: dict[str, Any], scores: np.ndarray, lengths: np.ndarray) -> dict:
+    texts = [s["text"] for s in res["samples"]]
+    new_tokens = int(lengths.sum())
+    return {
+        "checkpoint": res["checkpoint"],
+        "reward": cs.mean_with_ci(scores, n_boot=cfg.n_boot, seed=cfg.seed),
+        "length_tokens": {"mean": float(lengths.mean()), "median": float(np.median(lengths))},
+        "eos_rate": float(np.mean([s["eos"] for s in res["samples"]])),
+        "truncated": int(sum(not s["eos"] for s in res["samples"])),
+        "distinct_1": cs.distinct_n(texts, 1),
+        "distinct_2": cs.distinct_n(texts, 2),
+        "kl_to_reference": res.get("kl"),
+        "best_of_n": res.get("best_of_n"),
+        "implicit_reward_accuracy": res.get("implicit"),
+        "generate_seconds": res["generate_seconds"],
+        "new_tokens_per_second": new_tokens / res["generate_seconds"] if res["generate_seconds"] else None,
+    }
+
+
+def _versus(cfg: CompareConfig, ref_name: str, a: np.ndarray, b: np.ndarray, la: np.ndarray, lb: np.ndarray) -> dict:
+    kw = {"tie_tolerance": cfg.tie_tolerance, "n_boot": cfg.n_boot, "seed": cfg.seed}
+    return {
+        "reference": ref_name,
+        "win_rate": cs.win_rate_ci(a, b, **kw),
+        "length_controlled": cs.length_controlled_win_rate(a, b, la, lb, **kw),
     }
 
 
 def kl_shown(kl: dict[str, Any]) -> tuple[float, float, float]:
-    """The KL the report shows: exact along the responses when computed, else the k1 sample estimate."""
-    if "exact_mean" in kl:
-        return kl["exact_mean"], kl["exact_low"], kl["exact_high"]
-    return kl["mean"], kl["low"], kl["high"]
+    """The KL the report shows: the sampled k1 estimate when there are samples, else the sum along the answers."""
+    if "mean" in kl:
+        return kl["mean"], kl["low"], kl["high"]
+    along = kl["along_shown_answers"]
+    return along["exact_mean"], along["exact_low"], along["exact_high"]
 
 
-def _fmt_ci(d: dict[str, Any] | None, key: str = "mean", pct: bool = False) -> str:
-    if not d:
+def _pct(d: dict[str, Any] | None, key: str) -> str:
+    if not d or d.get(key) is None:
         return "-"
-    k = 100.0 if pct else 1.0
-    return (
-        f"{d[key] * k:.3f} [{d['low'] * k:.3f}, {d['high'] * k:.3f}]"
-        if not pct
-        else f"{d[key] * k:.1f}% [{d['low'] * k:.1f}, {d['high'] * k:.1f}]"
-    )
+    return f"{d[key] * 100:.1f}% [{d['low'] * 100:.1f}, {d['high'] * 100:.1f}]"
+
+
+def _fmt_ci(d: dict[str, Any] | None, key: str = "mean") -> str:
+    if not d or d.get(key) is None:
+        return "-"
+    return f"{d[key]:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
+
+
+def _kl_cells(c: dict[str, Any]) -> tuple[str, str]:
+    kl, bon = c.get("kl_to_reference"), c.get("best_of_n")
+    if bon:
+        return f"<= {bon['kl_bound']:.3f} (best-of-{bon['n']} bound)", "-"
+    if not kl:
+        return "-", "-"
+    sampled = "{:.3f} [{:.3f}, {:.3f}]".format(kl["mean"], kl["low"], kl["high"]) if "mean" in kl else "-"
+    along = kl["along_shown_answers"]
+    return sampled, "{:.3f} [{:.3f}, {:.3f}]".format(along["exact_mean"], along["exact_low"], along["exact_high"])
 
 
 def render_markdown(
     report: dict[str, Any], results: dict[str, dict[str, Any]], prompts: list, cfg: CompareConfig
 ) -> str:
-    from align.data.prompts import prompt_text
-
     lines = ["# Checkpoint comparison", ""]
     for w in report["warnings"]:
         lines += [f"> **WARNING:** {w}", ""]
     lines += [
         f"{report['n_prompts']} held-out prompts, judge `{report['judge']}`, generation "
-        f"{json.dumps(report['generation'])}. Intervals are 95% bootstrap CIs over prompts (paired for win rates).",
+        f"{json.dumps(report['generation'])}. Intervals are 95%: bootstrap over prompts (paired for win rates), "
+        "Wilson for pass rates.",
         "",
         "| checkpoint | judge reward | win rate vs " + report["reference"] + " | length-controlled | length (tokens) "
-        "| EOS rate | distinct-1 / 2 | KL to its reference (nats) | implicit-reward acc |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| EOS rate | distinct-1 / 2 | KL to its reference, sampled (nats) | KL along the shown answers | "
+        "implicit-reward acc |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    lc_notes = []
     for n, c in report["checkpoints"].items():
         vs = c.get("vs_reference")
-        wr = (
-            f"{vs['win_rate']['win_rate'] * 100:.1f}% [{vs['win_rate']['low'] * 100:.1f}, {vs['win_rate']['high'] * 100:.1f}]"
-            if vs
-            else "(reference)"
-        )
+        wr = _pct(vs["win_rate"], "win_rate") if vs else "(reference)"
         lc = vs["length_controlled"] if vs else None
-        lcs = f"{lc['lc_win_rate'] * 100:.1f}% [{lc['low'] * 100:.1f}, {lc['high'] * 100:.1f}]" if lc else "-"
-        kl = c["kl_to_reference"]
-        kls = "{:.3f} [{:.3f}, {:.3f}]".format(*kl_shown(kl)) if kl else "-"
+        lcs = "-" if not lc else _pct(lc, "lc_win_rate") if lc.get("identifiable", True) else "not identifiable"
+        if lc and not lc.get("identifiable", True):
+            lc_notes.append(f"- {n}: {lc['note']}")
+        sampled, along = _kl_cells(c)
         ia = c["implicit_reward_accuracy"]
-        ias = (
-            f"{ia['accuracy'] * 100:.1f}% [{ia['low'] * 100:.1f}, {ia['high'] * 100:.1f}] (n={ia['n']})" if ia else "-"
-        )
+        ias = f"{_pct(ia, 'accuracy')} (n={ia['n']})" if ia else "-"
         lines.append(
             f"| {n} | {_fmt_ci(c['reward'])} | {wr} | {lcs} | {c['length_tokens']['mean']:.1f} | "
-            f"{c['eos_rate'] * 100:.0f}% | {c['distinct_1']:.2f} / {c['distinct_2']:.2f} | {kls} | {ias} |"
+            f"{c['eos_rate'] * 100:.0f}% | {c['distinct_1']:.2f} / {c['distinct_2']:.2f} | {sampled} | {along} | {ias} |"
         )
-    names = list(report["win_rates"])
+    if lc_notes:
+        lines += ["", "Length control could not be identified for:", *lc_notes]
+    lines += _checks_section(report)
+    lines += _win_matrix_section(report)
     lines += [
+        "",
+        f"Length control: {report['length_control_method']}.",
+        "",
+        "KL to the reference: k1 = sum over the answer of log pi(y_t) - log ref(y_t), averaged over answers sampled "
+        "from the policy at temperature 1 (several per prompt; CI resamples prompts); k3 is in report.json. 'KL along "
+        "the shown answers' sums the full-distribution KL(pi || ref) at each position of the answers in this report "
+        "(greedy by default): a path, not an expectation. Best-of-n rows show the analytic bound log n - (n-1)/n.",
+        "",
+        "![reward distribution](rewards.png) ![win rates](win_rates.png) ![reward vs KL](reward_vs_kl.png)"
+        + (" ![checks](checks.png)" if report.get("check_families") else ""),
+        "",
+        "## Examples",
+        "",
+    ]
+    lines += _examples(results, prompts, cfg)
+    return "\n".join(lines) + "\n"
+
+
+def _checks_section(report: dict[str, Any]) -> list[str]:
+    families = report.get("check_families") or []
+    if not families:
+        return []
+    names = list(report["checkpoints"])
+    lines = [
+        "",
+        "## Objective checks (no reward model involved)",
+        "",
+        "Pass rate with a 95% Wilson interval over the prompts each check applies to; against "
+        f"{report['reference']}: exact McNemar test on the prompts where the two differ (b = {report['reference']} "
+        "passed and this failed, c = the reverse).",
+        "",
+        "| check | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    for fam in families:
+        cells = []
+        for n in names:
+            c = report["checkpoints"][n]
+            pr = c["checks"][fam]
+            cell = (
+                "-"
+                if pr["rate"] is None
+                else f"{pr['rate'] * 100:.0f}% [{pr['low'] * 100:.0f}, {pr['high'] * 100:.0f}] (n={pr['n']})"
+            )
+            mc = (c.get("vs_reference") or {}).get("checks", {}).get(fam)
+            if mc and mc["n_discordant"]:
+                cell += f"; b={mc['b']} c={mc['c']} p={mc['p_value']:.3g}"
+            cells.append(cell)
+        lines.append(f"| {fam} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _win_matrix_section(report: dict[str, Any]) -> list[str]:
+    names = list(report["win_rates"])
+    lines = [
         "",
         "## Pairwise win rates (row beats column; ties count half)",
         "",
@@ -427,19 +593,13 @@ def render_markdown(
                 "-" if a == b else f"{w['win_rate'] * 100:.1f}% [{w['low'] * 100:.0f}, {w['high'] * 100:.0f}]"
             )
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"Length control: {report['length_control_method']}.",
-        "",
-        "KL to the reference: the full-distribution KL(policy || reference) at every response position, summed over "
-        "the response (exact for the responses produced, so it cannot go negative and holds for greedy decoding); "
-        "the sampling estimators k1 and k3, valid only for sampled responses, are in report.json.",
-        "",
-        "![reward distribution](rewards.png) ![win rates](win_rates.png) ![reward vs KL](reward_vs_kl.png)",
-        "",
-        "## Examples",
-        "",
-    ]
+    return lines
+
+
+def _examples(results: dict[str, dict[str, Any]], prompts: list, cfg: CompareConfig) -> list[str]:
+    from align.data.prompts import prompt_text
+
+    lines = []
     for i in range(min(cfg.n_examples, len(prompts))):
         lines += [f"**Prompt:** {prompt_text(prompts[i])}", ""]
         for n in results:
@@ -447,7 +607,7 @@ def render_markdown(
             text = s["text"].replace("\n", " ")
             lines.append(f"- *{n}* (reward {results[n]['scores'][i]:.2f}): {text}")
         lines.append("")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_plots(report: dict[str, Any], results: dict[str, dict[str, Any]], out_dir: Path) -> list[str]:
@@ -485,6 +645,7 @@ def write_plots(report: dict[str, Any], results: dict[str, dict[str, Any]], out_
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     for n, c in report["checkpoints"].items():
         kl = kl_shown(c["kl_to_reference"])[0] if c["kl_to_reference"] else 0.0
+        kl = c["best_of_n"]["kl_bound"] if c.get("best_of_n") else kl
         r = c["reward"]
         ax.errorbar([kl], [r["mean"]], yerr=[[r["mean"] - r["low"]], [r["high"] - r["mean"]]], fmt="o", capsize=3)
         ax.annotate(n, (kl, r["mean"]), textcoords="offset points", xytext=(5, 5))
@@ -495,7 +656,31 @@ def write_plots(report: dict[str, Any], results: dict[str, dict[str, Any]], out_
     fig.savefig(out_dir / "reward_vs_kl.png", dpi=110)
     plt.close(fig)
     files.append("reward_vs_kl.png")
+    if report.get("check_families"):
+        files.append(_plot_checks(report, out_dir, plt))
     return files
+
+
+def _plot_checks(report: dict[str, Any], out_dir: Path, plt: Any) -> str:
+    """Pass rate per check family and checkpoint, with the Wilson intervals as error bars."""
+    families, names = report["check_families"], list(report["checkpoints"])
+    fig, ax = plt.subplots(figsize=(1.3 * len(families) + 2.5, 3.6))
+    width = 0.8 / len(names)
+    for j, n in enumerate(names):
+        rates = [report["checkpoints"][n]["checks"][f] for f in families]
+        xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(families))]
+        ys = [r["rate"] or 0.0 for r in rates]
+        err = [[y - (r["low"] or 0.0) for y, r in zip(ys, rates)], [(r["high"] or 0.0) - y for y, r in zip(ys, rates)]]
+        ax.bar(xs, ys, width, yerr=err, capsize=2, label=n)
+    ax.set_xticks(range(len(families)), families, rotation=20)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("pass rate")
+    ax.set_title("Objective checks (95% Wilson intervals)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "checks.png", dpi=110)
+    plt.close(fig)
+    return "checks.png"
 
 
 def write_report(
@@ -526,7 +711,8 @@ def main(args: Any) -> int:
         prompts=args.prompts or CompareConfig.prompts,
         output=args.output or "runs/compare",
     )
-    for key in ("max_prompts", "max_new_tokens", "temperature", "pairs", "reference", "seed"):
+    keys = ("max_prompts", "max_new_tokens", "temperature", "pairs", "reference", "seed", "kl_samples", "dtype")
+    for key in (*keys, "bon_reward_model", "batch_size"):
         if getattr(args, key, None) is not None:
             setattr(cfg, key, getattr(args, key))
     try:

@@ -5,9 +5,10 @@
     align pipeline recipes/quickstart.yaml --only compare  # re-run one stage
 
 A pipeline recipe holds shared sections (``model``, ``template``, ``lora``, ``data``, ``agreement``, ``speed``) and one
-section per stage (``sft``, ``rm``, ``judge``, ``dpo``, ``ppo``, ``compare``) whose keys override the shared ones
+section per stage (``sft``, ``rm``, ``judge``, ``pairs``, ``dpo``, ``ppo``, ``compare``) whose keys override the shared ones
 for that stage. Wiring, unless a stage section sets it: the RM starts from the SFT adapter (``rm_from_sft``), DPO
-and PPO start from SFT, PPO scores with the RM, ``judge`` is a second reward model trained only on the eval split
+and PPO start from SFT, PPO scores with the RM, ``pairs`` samples from SFT and ranks with the RM, and DPO then
+trains on those pairs (``pairs.jsonl``) instead of the dataset's own, ``judge`` is a second reward model trained only on the eval split
 (prompts no policy saw), and ``compare`` compares base, SFT, DPO and PPO under the judge (or the RM when there is
 no judge stage). Every stage recipe is built and validated before anything runs.
 
@@ -32,11 +33,12 @@ import yaml
 from align.config import ConfigError, deep_merge, parse_overrides, read_yaml, resolve_raw
 from align.tracking import process_state
 
-STAGE_ORDER = ("data", "sft", "rm", "judge", "dpo", "ppo", "compare")
+STAGE_ORDER = ("data", "sft", "rm", "judge", "pairs", "dpo", "ppo", "compare")
 TRAINING_STAGES = {
     "sft": "align.stages.sft",
     "rm": "align.stages.reward",
     "judge": "align.stages.reward",
+    "pairs": "align.stages.pairs",
     "dpo": "align.stages.dpo",
     "ppo": "align.stages.ppo",
 }
@@ -95,6 +97,15 @@ def build_pipeline(
             sec.setdefault("init_from", str(pipe.stage_dir("sft")))
         if stage == "ppo" and "rm" in stages and "reward_fn" not in sec:
             sec.setdefault("reward_model", str(pipe.stage_dir("rm")))
+        if stage == "pairs":
+            if "sft" in stages:
+                sec.setdefault("init_from", str(pipe.stage_dir("sft")))
+            if "rm" in stages:
+                sec.setdefault("reward_model", str(pipe.stage_dir("rm")))
+        if stage == "dpo" and "pairs" in stages and "sources" not in (sec.get("data") or {}):
+            # DPO trains on the on-policy pairs; the shared data section still gives the split and drop settings.
+            pairs_file = pipe.stage_dir("pairs") / "pairs.jsonl"
+            sec["data"] = {**(sec.get("data") or {}), "sources": [{"path": str(pairs_file)}]}
         if stage == "judge":
             sec.setdefault("train_on", "eval")
         return sec
@@ -195,6 +206,13 @@ def run_compare_stage(pipe: Pipeline, log=print) -> dict[str, Any]:
     sec = dict(pipe.compare)
     include_base = sec.pop("include_base", True)
     ckpts = [str(pipe.stage_dir(s)) for s in ("sft", "dpo", "ppo") if s in pipe.stages]
+    best_of_n = sec.pop("best_of_n", None) or []
+    if best_of_n and "sft" in pipe.stages:
+        # What the reward model buys without training: the best of n SFT answers under the RM (not the judge).
+        ns = best_of_n if isinstance(best_of_n, list) else [best_of_n]
+        ckpts += [f"bon:{pipe.stage_dir('sft')}@{int(n)}" for n in ns]
+        if "rm" in pipe.stages:
+            sec.setdefault("bon_reward_model", str(pipe.stage_dir("rm")))
     base = next((r.model.name_or_path for r in pipe.recipes.values()), None)
     if include_base and base:
         ckpts = [base, *ckpts]
@@ -215,8 +233,10 @@ def run_compare_stage(pipe: Pipeline, log=print) -> dict[str, Any]:
     if "dpo" in pipe.stages:
         from align.data.prepare import prepare_preferences
 
-        dpo = pipe.recipes["dpo"]
-        pairs = prepare_preferences(dpo.data, dpo.agreement).eval[: cfg.max_pairs]
+        # Held-out human-labelled pairs for DPO's implicit-reward accuracy: DPO's own data, or, when DPO trains on
+        # on-policy pairs (all from training prompts), the preference data those pairs were sampled for.
+        src = pipe.recipes["pairs"] if "pairs" in pipe.stages else pipe.recipes["dpo"]
+        pairs = prepare_preferences(src.data, src.agreement).eval[: cfg.max_pairs]
     state = process_state()
     if state.is_main_process:
         report = run_compare(cfg, log=log, pairs=pairs)

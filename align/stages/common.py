@@ -282,7 +282,7 @@ def require_data(recipe: Any) -> None:
             f"The {recipe.STAGE} recipe has no data section. Add e.g.\n  data:\n    sources:\n"
             "      - path: builtin:bundled"
         )
-    if recipe.training is None:
+    if getattr(recipe, "training", "n/a") is None:
         raise ConfigError("The recipe has no training section (internal: load recipes with align.config.load_recipe).")
 
 
