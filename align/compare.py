@@ -54,6 +54,12 @@ class CompareConfig:
         default=2, metadata={"help": "Answers sampled per prompt at temperature 1 for the KL estimate (0 = none)."}
     )
     kl_max_prompts: int | None = field(default=None, metadata={"help": "Prompts used for the KL samples (all)."})
+    kl_along_answers: bool = field(
+        default=False, metadata={"help": "Also sum the exact KL along the shown (greedy) answers: one more pass."}
+    )
+    kl_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Length of the KL samples (default max_new_tokens): KL of answer prefixes."}
+    )
     bon_reward_model: str | None = field(
         default=None, metadata={"help": "Reward-model run that picks the best of n for bon:<run>@<n> checkpoints."}
     )
@@ -82,6 +88,7 @@ def generate(
     *,
     temperature: float | None = None,
     num_samples: int = 1,
+    max_new_tokens: int | None = None,
 ) -> list[dict[str, Any]]:
     """Answers through the one generation path (align.eval.generation): the recipe's sampling settings and nothing
     from the model's own generation config; responses cut after their first EOS."""
@@ -89,7 +96,7 @@ def generate(
 
     enc = Encoder(tok)
     sampling = Sampling(
-        max_new_tokens=cfg.max_new_tokens,
+        max_new_tokens=max_new_tokens or cfg.max_new_tokens,
         temperature=cfg.temperature if temperature is None else temperature,
         top_p=cfg.top_p,
         seed=cfg.seed,
@@ -101,13 +108,14 @@ def generate(
 
 
 def response_logratio(
-    model: Any, samples: list[dict[str, Any]], batch_size: int, *, exact_kl: bool = False
+    model: Any, samples: list[dict[str, Any]], batch_size: int, *, exact_kl: bool = False, policy: Any = None
 ) -> tuple[np.ndarray, ...]:
     """Per-token log-probs of each response under the model with its adapter on and off (its reference), the
     response mask, and (``exact_kl``) the full-distribution KL(policy || reference) at each response position.
 
     Only response positions go through the LM head, over length buckets (align.fast_head): the prompt positions'
-    49K-way softmaxes were most of this pass."""
+    49K-way softmaxes were most of this pass. ``policy``: the same policy with its adapter merged (faster: no
+    adapter matmuls) for the adapter-on pass. Rows are batched in length order, so a batch carries little padding."""
     import torch
 
     from align import fast_head
@@ -121,12 +129,12 @@ def response_logratio(
     compact = fast_head.supported(base)
     weight = base.get_output_embeddings().weight
 
-    def response_logits(ids, att, labels):
+    def response_logits(ids, att, labels, net=None):
         """Logits [M, V] at the label positions (row-major order) and their (row, col) indices."""
         if compact:
-            hidden, (r, c), _ = fast_head.selected_hidden(base, ids, att, labels)
+            hidden, (r, c), _ = fast_head.selected_hidden(net or base, ids, att, labels)
             return hidden, r, c
-        logits = model(input_ids=ids, attention_mask=att).logits[:, :-1]
+        logits = (net or model)(input_ids=ids, attention_mask=att).logits[:, :-1]
         r, c = (labels[:, 1:] != -100).nonzero(as_tuple=True)
         return logits[r, c], r, c
 
@@ -146,8 +154,10 @@ def response_logratio(
         cat = lambda xs: torch.cat(xs) if xs else torch.zeros(0)  # noqa: E731
         return cat(lp_all), cat(lq_all), cat(kl_all)
 
+    order = sorted(range(len(samples)), key=lambda k: len(samples[k]["prompt_ids"]) + len(samples[k]["response_ids"]))
     for i in range(0, len(samples), batch_size):
-        chunk = samples[i : i + batch_size]
+        rows = order[i : i + batch_size]
+        chunk = [samples[k] for k in rows]
         seqs = [s["prompt_ids"] + s["response_ids"] for s in chunk]
         width = max(len(s) for s in seqs)
         ids = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -158,17 +168,17 @@ def response_logratio(
             att[j, : len(s)] = 1
             labels[j, len(smp["prompt_ids"]) : len(s)] = ids[j, len(smp["prompt_ids"]) : len(s)]
         with torch.no_grad():
-            hp, r, c = response_logits(ids, att, labels)
+            hp, r, c = response_logits(ids, att, labels, policy)
             with model.disable_adapter():
                 hq, _, _ = response_logits(ids, att, labels)
             lp, lq, k = stats(hp, hq, labels[:, 1:][r, c])
         for n, (row, col) in enumerate(zip(r.tolist(), c.tolist())):
             t = col - (len(chunk[row]["prompt_ids"]) - 1)  # response token index
-            pol[i + row, t] = float(lp[n])
-            ref[i + row, t] = float(lq[n])
+            pol[rows[row], t] = float(lp[n])
+            ref[rows[row], t] = float(lq[n])
             if exact_kl:
-                kl[i + row, t] = float(k[n])
-            mask[i + row, t] = 1
+                kl[rows[row], t] = float(k[n])
+            mask[rows[row], t] = 1
     return (pol, ref, mask, kl) if exact_kl else (pol, ref, mask)
 
 
@@ -278,22 +288,23 @@ def _policy_entry(ckpt: str, prompts: list, pairs: list, cfg: CompareConfig, log
 
 def kl_to_reference(model: Any, fast: Any, tok: Any, prompts: list, shown: list, cfg: CompareConfig) -> dict:
     """KL(policy || reference) per answer: k1 and k3 over ``kl_samples`` answers per prompt sampled at temperature 1
-    (the policy's own distribution), CIs resampling prompts; and, labelled as such, the full-distribution KL summed
-    along the answers the report shows (greedy by default: a path, not an expectation)."""
-    pol, ref, mask, exact = response_logratio(model, shown, cfg.batch_size, exact_kl=True)
-    along = cs.sample_kl(pol, ref, mask, n_boot=cfg.n_boot, seed=cfg.seed, exact_token_kl=exact)
-    out: dict[str, Any] = {
-        "along_shown_answers": {k: along[k] for k in ("exact_mean", "exact_low", "exact_high")},
-        "temperature": 1.0,
-    }
+    (the policy's own distribution), CIs resampling prompts; and, when ``kl_along_answers``, labelled as such, the
+    full-distribution KL summed along the answers the report shows (greedy by default: a path, not an expectation)."""
+    out: dict[str, Any] = {"temperature": 1.0}
+    if cfg.kl_along_answers:
+        pol, ref, mask, exact = response_logratio(model, shown, cfg.batch_size, exact_kl=True, policy=fast)
+        along = cs.sample_kl(pol, ref, mask, n_boot=cfg.n_boot, seed=cfg.seed, exact_token_kl=exact)
+        out["along_shown_answers"] = {k: along[k] for k in ("exact_mean", "exact_low", "exact_high")}
     if cfg.kl_samples > 0:
         kp = prompts[: cfg.kl_max_prompts] if cfg.kl_max_prompts else prompts
-        drawn = generate(fast, tok, kp, cfg, temperature=1.0, num_samples=cfg.kl_samples)
-        pol, ref, mask = response_logratio(model, drawn, cfg.batch_size)
+        drawn = generate(
+            fast, tok, kp, cfg, temperature=1.0, num_samples=cfg.kl_samples, max_new_tokens=cfg.kl_max_new_tokens
+        )
+        pol, ref, mask = response_logratio(model, drawn, cfg.batch_size, policy=fast)
         groups = np.array([s["index"] for s in drawn])
         out.update(cs.sample_kl(pol, ref, mask, n_boot=cfg.n_boot, seed=cfg.seed, groups=groups))
-        out["samples_per_prompt"] = cfg.kl_samples
-    return out
+        out.update(samples_per_prompt=cfg.kl_samples, max_new_tokens=cfg.kl_max_new_tokens or cfg.max_new_tokens)
+    return out if len(out) > 1 else None
 
 
 def _best_of_n_entry(ckpt: str, prompts: list, cfg: CompareConfig, log) -> tuple[dict[str, Any], Any]:
@@ -484,7 +495,9 @@ def _kl_cells(c: dict[str, Any]) -> tuple[str, str]:
     if not kl:
         return "-", "-"
     sampled = "{:.3f} [{:.3f}, {:.3f}]".format(kl["mean"], kl["low"], kl["high"]) if "mean" in kl else "-"
-    along = kl["along_shown_answers"]
+    along = kl.get("along_shown_answers")
+    if not along:
+        return sampled, "-"
     return sampled, "{:.3f} [{:.3f}, {:.3f}]".format(along["exact_mean"], along["exact_low"], along["exact_high"])
 
 

@@ -12,6 +12,7 @@ Measures, on the machine it runs on:
 - TRL's DPOTrainer with its default settings on the same data and batch (TRL tokenizes the same conversational
   records itself);
 - PPO: rollout tokens/s and the generation / scoring / training split of an iteration;
+- generation: plain ``model.generate`` at batch 16/32/64 against align's generation path on the eval prompts;
 - the process's peak resident memory after each stage (CPU) or peak CUDA memory (GPU).
 
 FLOPs per non-padding token (P = parameters in matmuls: every linear layer, the LM head included):
@@ -309,6 +310,45 @@ def bench_ppo(args: argparse.Namespace, root: str) -> dict[str, Any] | None:
     }
 
 
+def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
+    """Greedy new tokens/s on the bundled eval prompts: plain ``model.generate`` at batch 16/32/64 (prompts in file
+    order, the usual left-padded batches) against align's generation path (align.eval.generation: length-sorted
+    batches, neutral settings), which compare, pairs and PPO share. Same model, dtype, prompts and length."""
+    import torch
+
+    from align.compare import load_prompt_records
+    from align.eval.generation import Sampling, generate, left_pad
+    from align.models import load_causal_lm, load_tokenizer, resolve_model_path
+    from align.templates import Encoder
+
+    model_ref = "builtin:tiny-llama" if args.quick else "builtin:smollm2-135m-instruct"
+    dtype = "float32" if args.quick else "bfloat16"
+    path = resolve_model_path(model_ref, log=lambda *a: None)
+    model, tok = load_causal_lm(path, dtype=dtype).eval(), load_tokenizer(path)
+    prompts = [r.prompt for r in load_prompt_records("builtin:bundled-eval-prompts", args.gen_prompts)]
+    ids = [Encoder(tok).prompt(p) for p in prompts]
+    new = args.gen_tokens
+    out: dict[str, Any] = {"model": model_ref, "dtype": dtype, "prompts": len(ids), "max_new_tokens": new}
+
+    def plain(batch: int) -> float:
+        t, made = time.perf_counter(), 0
+        for i in range(0, len(ids), batch):
+            x, m = left_pad(ids[i : i + batch], tok.pad_token_id)
+            with torch.no_grad():
+                y = model.generate(input_ids=x, attention_mask=m, do_sample=False, max_new_tokens=new)
+            made += int((y[:, x.shape[1] :] != tok.pad_token_id).sum())
+        return made / (time.perf_counter() - t)
+
+    for batch in (16, 32, 64):
+        out[f"plain_batch_{batch}"] = round(plain(batch), 1)
+    t = time.perf_counter()
+    samples = generate(model, tok, ids, Sampling(max_new_tokens=new), batch_size=64)
+    out["align_batch_64"] = round(sum(len(s.response_ids) for s in samples) / (time.perf_counter() - t), 1)
+    best = max(out[f"plain_batch_{b}"] for b in (16, 32, 64))
+    out["ratio_to_best_plain"] = round(out["align_batch_64"] / best, 2)
+    return out
+
+
 def machine() -> dict[str, Any]:
     import torch
 
@@ -358,6 +398,14 @@ def table(res: dict[str, Any]) -> str:
             f"PPO: {ppo['rollout_tokens_per_s']} rollout tokens/s; iteration split {ppo['split']} "
             f"(seconds {ppo['iteration_seconds']})."
         )
+    gen = res.get("generation")
+    if gen:
+        lines.append(
+            f"Generation ({gen['prompts']} eval prompts, greedy, {gen['max_new_tokens']} new tokens, {gen['dtype']}): "
+            f"plain generate {gen['plain_batch_16']} / {gen['plain_batch_32']} / {gen['plain_batch_64']} new tokens/s "
+            f"at batch 16 / 32 / 64; align's path {gen['align_batch_64']} at batch 64 "
+            f"({gen['ratio_to_best_plain']}x the best plain batch)."
+        )
     return "\n".join(lines)
 
 
@@ -368,7 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1, help="warm-up steps (not measured)")
     p.add_argument("--batch", type=int, default=8, help="per-device batch size for every stage")
     p.add_argument("--ppo-iterations", type=int, default=2, help="measured PPO iterations")
-    p.add_argument("--stages", default="sft,rm,dpo,trl,ppo", help="comma list of sft, rm, dpo, trl, ppo")
+    p.add_argument("--stages", default="sft,rm,dpo,trl,ppo,gen", help="comma list of sft, rm, dpo, trl, ppo, gen")
+    p.add_argument("--gen-prompts", type=int, default=120, help="eval prompts for the generation bench")
+    p.add_argument("--gen-tokens", type=int, default=64, help="new tokens per answer in the generation bench")
     p.add_argument("--out", default=".", help="directory for bench.json and bench.md")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -403,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
                 mine = ours.get("tokens_per_s_amortized", ours["tokens_per_s"])
                 ours["speedup_vs_trl_default"] = round(mine / theirs["tokens_per_s"], 2)
                 ours["speedup_vs_trl_default_per_step"] = round(ours["tokens_per_s"] / theirs["tokens_per_s"], 2)
+        if "gen" in stages:
+            print("[bench] generation: plain generate vs align's path", file=sys.stderr, flush=True)
+            res["generation"] = bench_generation(args)
         if "ppo" in stages:
             print("[bench] ppo", file=sys.stderr, flush=True)
             ppo = bench_ppo(args, root)

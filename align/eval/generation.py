@@ -45,12 +45,13 @@ class Sampling:
 
     def config(self, eos_id: int, pad_id: int) -> GenerationConfig:
         """The complete generation config: every sampling field set, so nothing is inherited."""
+        # Greedy decoding leaves the sampling fields unset (transformers warns about them otherwise); with
+        # neutral_defaults in force nothing fills them from the model.
         sample = self.temperature > 0
+        warpers = {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k} if sample else {}
         return GenerationConfig(
             do_sample=sample,
-            temperature=self.temperature if sample else 1.0,
-            top_p=self.top_p if sample else 1.0,
-            top_k=self.top_k if sample else 0,
+            **warpers,
             min_p=None,
             typical_p=1.0,
             epsilon_cutoff=0.0,
