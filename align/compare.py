@@ -182,14 +182,14 @@ def response_logratio(
     return (pol, ref, mask, kl) if exact_kl else (pol, ref, mask)
 
 
-def load_judge(judge: str, policy_tokenizer: Any, log=print) -> dict[str, Any]:
+def load_judge(judge: str, policy_tokenizer: Any, dtype: str = "float32", log=print) -> dict[str, Any]:
     """A reward model (``align rm`` run dir, adapter dir or full model, rebuilt with the adapters merged under it)
     or a ``module:function`` reward."""
     if ":" in judge and not Path(judge).exists():
         from align.config import import_callable
 
         return {"kind": "function", "fn": import_callable(judge, f"--judge {judge!r}"), "id": judge}
-    scorer = RewardModelScorer(judge, policy_tokenizer, log=log)
+    scorer = RewardModelScorer(judge, policy_tokenizer, dtype=dtype, log=log)
     return {"kind": "model", "scorer": scorer, "id": str(scorer.model_dir.resolve())}
 
 
@@ -368,7 +368,7 @@ def run_compare(cfg: CompareConfig, log=print, pairs: list[Any] | None = None) -
         results[name] = entry
         gc.collect()
 
-    judge = load_judge(cfg.judge, tok, log=log)
+    judge = load_judge(cfg.judge, tok, dtype=cfg.dtype, log=log)
     for entry in results.values():
         texts = [s["text"] for s in entry["samples"]]
         ended = [s["eos"] for s in entry["samples"]]
