@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from align.data.records import Message
+from align.errors import TemplateError  # noqa: F401  (re-exported: importable here as before)
 
 # Named fallbacks for base models that ship without a chat template.
 FALLBACK_TEMPLATES: dict[str, str] = {
@@ -39,10 +40,6 @@ FALLBACK_TEMPLATES: dict[str, str] = {
 
 # How many rows must pass the prefix check before a failure is counted as a skip instead of an error.
 STRICT_ROWS = 8
-
-
-class TemplateError(ValueError):
-    """The chat template or tokenizer is set up wrong; the message says how to fix the recipe."""
 
 
 class Skip(Exception):

@@ -23,6 +23,7 @@ import torch
 from transformers import TrainerCallback
 
 from align.config import ConfigError, config_hash, stage_dir, to_plain
+from align.errors import NoGradientError, NonFiniteError  # noqa: F401  (re-exported: importable here as before)
 from align.tracking import RunRecorder, process_state, read_manifest
 
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
@@ -41,14 +42,6 @@ BOOKKEEPING_KEYS = {
     "eval_steps",
     "push_to_hub",
 }
-
-
-class NonFiniteError(RuntimeError):
-    pass
-
-
-class NoGradientError(RuntimeError):
-    pass
 
 
 def is_complete_checkpoint(path: Path) -> bool:
