@@ -361,9 +361,19 @@ class StageContext:
 
     # -- models -------------------------------------------------------------------------------------------------
 
+    def seed_init(self) -> None:
+        """Seed every RNG with the run's seed right before weights are created: a reward model's fresh score head
+        and the LoRA adapters TRL attaches are drawn from the global RNG before the Trainer seeds it, so without
+        this two identical runs (or batch 8 x 1 vs 1 x 8 accumulation) start from different heads."""
+        from transformers import set_seed
+
+        training = getattr(self.recipe, "training", None)
+        set_seed(int(getattr(training, "seed", None) or self.recipe.run.seed))
+
     def load_base(self, loader=None):
         from align.models import load_causal_lm
 
+        self.seed_init()
         m = self.recipe.model
         loader = loader or load_causal_lm
         model = loader(self.model_path, dtype=m.dtype, revision=m.revision, trust_remote_code=m.trust_remote_code)
