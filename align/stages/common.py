@@ -44,17 +44,128 @@ BOOKKEEPING_KEYS = {
 }
 
 
+# Written last into a checkpoint, after every other file of it was fsynced: lists each file with its size. HF/TRL
+# checkpoints get it from CheckpointMarkerCallback; PPO's own checkpoints write the same kind of list as state.json.
+CHECKPOINT_MARKER = "align-checkpoint.json"
+PPO_STATE_FILE = "state.json"
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file (header unreadable, or data shorter/longer than the header
+    says), or None. Reads the header only."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return f"{path.name} is truncated ({size} bytes, no header)"
+            n = int.from_bytes(head, "little")
+            if n <= 0 or 8 + n > size:
+                return f"{path.name} is truncated (header of {n} bytes, file of {size})"
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError) as exc:
+        return f"{path.name} has an unreadable header ({type(exc).__name__})"
+    if not isinstance(header, dict):
+        return f"{path.name} has an unreadable header"
+    ends = [v.get("data_offsets", [0, 0])[1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    if 8 + n + max(ends, default=0) != size:
+        return f"{path.name} is truncated ({size} bytes, its header describes {8 + n + max(ends, default=0)})"
+    return None
+
+
+def checkpoint_problems(path: Path) -> list[str]:
+    """What makes ``path`` unusable as a checkpoint ([] = complete). One check for every stage:
+
+    - a marker written last (``align-checkpoint.json``, or PPO's ``state.json``) lists every file with its size: each
+      must be there at that size. Checkpoints written before the marker existed (older align, or a run cut off
+      between the trainer's save and the marker) must instead hold the files an HF Trainer checkpoint needs to
+      resume exactly: trainer_state.json, optimizer.pt, scheduler.pt, the weights and the RNG state;
+    - every JSON file parses and every safetensors file's header parses and matches the file's length."""
+    path = Path(path)
+    if not path.is_dir():
+        return [f"{path} is not a directory"]
+    problems: list[str] = []
+    marker = next((path / m for m in (CHECKPOINT_MARKER, PPO_STATE_FILE) if (path / m).is_file()), None)
+    if marker is not None:
+        try:
+            listed = json.loads(marker.read_text())["files"]
+            if not isinstance(listed, dict):
+                raise TypeError
+        except (OSError, ValueError, KeyError, TypeError):
+            return [f"{marker.name} is unreadable"]
+        for name, size in listed.items():
+            f = path / name
+            if not f.is_file():
+                problems.append(f"{name} is missing")
+            elif f.stat().st_size != size:
+                problems.append(f"{name} has {f.stat().st_size} bytes, {size} were written")
+    else:
+        problems += [f"{f} is missing" for f in CHECKPOINT_FILES if not (path / f).is_file()]
+        if not any((path / f).is_file() for f in WEIGHT_FILES):
+            problems.append(f"no weights ({' or '.join(WEIGHT_FILES[:2])})")
+        if not any(path.glob("rng_state*.pth")):
+            problems.append("rng_state.pth is missing")
+    for f in sorted(path.rglob("*.json")):
+        if f.is_file():
+            try:
+                json.loads(f.read_bytes())
+            except (OSError, ValueError):
+                problems.append(f"{f.relative_to(path)} does not parse as JSON")
+    for f in sorted(path.rglob("*.safetensors")):
+        if f.is_file() and (why := safetensors_problem(f)):
+            problems.append(why)
+    return problems
+
+
 def is_complete_checkpoint(path: Path) -> bool:
-    if not all((path / f).is_file() for f in CHECKPOINT_FILES):
-        return False
-    if not any((path / f).is_file() for f in WEIGHT_FILES):
-        return False
-    return any(path.glob("rng_state*.pth"))
+    return not checkpoint_problems(path)
+
+
+def write_checkpoint_marker(path: Path) -> None:
+    """fsync every file of the checkpoint, then write the marker listing them (itself fsynced): a kill before the
+    marker's rename leaves a checkpoint without it, which the resume search treats as not verified."""
+    import os
+
+    files: dict[str, int] = {}
+    for f in sorted(path.rglob("*")):
+        if f.is_file() and f.name != CHECKPOINT_MARKER:
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+            files[str(f.relative_to(path))] = f.stat().st_size
+    tmp = path / f".{CHECKPOINT_MARKER}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps({"files": files}, indent=2))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path / CHECKPOINT_MARKER)
+
+
+class CheckpointMarkerCallback(TrainerCallback):
+    """Marks each HF Trainer checkpoint complete once the trainer (on every process) has finished writing it."""
+
+    def on_save(self, args, state, control, **kwargs):
+        process_state().wait_for_everyone()  # other processes write their own rng_state_<rank>.pth
+        if state.is_world_process_zero:
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                write_checkpoint_marker(ckpt)
+        process_state().wait_for_everyone()
+
+
+def require_complete_checkpoint(path: Path, what: str) -> None:
+    """An explicitly named checkpoint must pass the same check as the resume search; say what is wrong with it."""
+    problems = checkpoint_problems(path)
+    if problems:
+        raise ConfigError(
+            f"{what} is not a complete checkpoint: {'; '.join(problems[:6])}. Resuming from it would restart the "
+            "optimizer or RNG and drift from the interrupted run. Name another checkpoint, or use run.resume=auto "
+            "(the newest complete one)."
+        )
 
 
 def find_resume_checkpoint(ckpt_root: Path, log=print, is_complete=None) -> str | None:
     """The newest complete ``checkpoint-N`` under ``ckpt_root``; incomplete newer ones are reported and skipped.
-    ``is_complete`` decides completeness (default: an HF Trainer checkpoint; PPO passes its own)."""
+    ``is_complete`` decides completeness (default, and what every stage uses: :func:`checkpoint_problems`)."""
     is_complete = is_complete or is_complete_checkpoint
     if not ckpt_root.is_dir():
         return None
@@ -166,6 +277,8 @@ def plan_stage(recipe: Any, log=print) -> StagePlan:
         return StagePlan(out, "start", config_hash=h)
     if manifest and manifest.get("status") == "complete" and (out / "model").is_dir():
         return StagePlan(out, "skip", config_hash=h)
+    if Path(mode).is_dir():
+        require_complete_checkpoint(Path(mode), f"run.resume={mode!r}")
     ckpt = mode if Path(mode).is_dir() else find_resume_checkpoint(out / "checkpoints", log=log)
     return StagePlan(out, "resume" if ckpt else "start", checkpoint=ckpt, config_hash=h)
 
@@ -438,6 +551,7 @@ class StageContext:
                 p.data = p.data.float()
         trainer.add_callback(self.metrics_cb)
         trainer.add_callback(self.guard)
+        trainer.add_callback(CheckpointMarkerCallback())
         trainer.align_guard = self.guard
         if self.plan.action == "resume" and self.is_main:
             self.log(f"[align] resuming {self.recipe.STAGE} from {self.plan.checkpoint}")

@@ -120,12 +120,17 @@ def test_completed_stage_is_skipped_and_changed_config_is_refused(tmp_path, tiny
 
 
 def test_incomplete_checkpoint_is_skipped_with_a_warning(tmp_path):
+    from safetensors.torch import save_file
+
     from align.stages.common import find_resume_checkpoint
 
     good = tmp_path / "checkpoint-3"
     good.mkdir()
-    for f in ("trainer_state.json", "optimizer.pt", "scheduler.pt", "adapter_model.safetensors", "rng_state.pth"):
+    for f in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
         (good / f).write_text("x")
+    # Checkpoints are verified (issue 15): the JSON must parse and the safetensors header must match the file.
+    (good / "trainer_state.json").write_text("{}")
+    save_file({"w": torch.zeros(2)}, str(good / "adapter_model.safetensors"))
     half = tmp_path / "checkpoint-6"
     half.mkdir()
     (half / "adapter_model.safetensors").write_text("x")
@@ -364,3 +369,21 @@ def test_reward_model_gradient_accumulation_matches_the_larger_batch(tmp_path, t
     b = losses(module.run(recipe))
     for step in (1, 2, 3):
         assert b[step] == pytest.approx(a[step], rel=1e-4), (step, a, b)
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one_and_finishes(tmp_path, tiny_model_dir, capsys):
+    from align.stages.common import CHECKPOINT_MARKER
+
+    module, recipe = recipe_for("sft", tmp_path, "training.save_steps=2")
+    with pytest.raises(KeyboardInterrupt):
+        module.run(recipe, callbacks=[InterruptAt(5)])
+    ckpts = Path(recipe.run.root) / "tiny" / "sft" / "checkpoints"
+    assert (ckpts / "checkpoint-2" / CHECKPOINT_MARKER).is_file() and (
+        ckpts / "checkpoint-4" / CHECKPOINT_MARKER
+    ).is_file()
+    (ckpts / "checkpoint-4" / "trainer_state.json").write_text("")  # was a JSONDecodeError crash (issue 15)
+    module, recipe = recipe_for("sft", tmp_path, "training.save_steps=2")
+    out = module.run(recipe)
+    err = capsys.readouterr().out
+    assert "checkpoint-4 is incomplete" in err and "resuming sft from" in err and "checkpoint-2" in err
+    assert read_manifest(out)["status"] == "complete" and sorted(losses(out)) == list(range(1, 7))
