@@ -121,7 +121,7 @@ def is_complete_checkpoint(path: Path) -> bool:
     return not checkpoint_problems(path)
 
 
-def write_checkpoint_marker(path: Path) -> None:
+def write_checkpoint_marker(path: Path, carry: dict[str, Any] | None = None) -> None:
     """fsync every file of the checkpoint, then write the marker listing them (itself fsynced): a kill before the
     marker's rename leaves a checkpoint without it, which the resume search treats as not verified."""
     import os
@@ -134,21 +134,57 @@ def write_checkpoint_marker(path: Path) -> None:
             files[str(f.relative_to(path))] = f.stat().st_size
     tmp = path / f".{CHECKPOINT_MARKER}.tmp"
     with open(tmp, "w") as fh:
-        fh.write(json.dumps({"files": files}, indent=2))
+        fh.write(json.dumps({"files": files, **({"carry": carry} if carry else {})}, indent=2))
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path / CHECKPOINT_MARKER)
 
 
 class CheckpointMarkerCallback(TrainerCallback):
-    """Marks each HF Trainer checkpoint complete once the trainer (on every process) has finished writing it."""
+    """Marks each HF Trainer checkpoint complete once the trainer (on every process) has finished writing it, and
+    carries what the HF Trainer does not keep across a resume, so a resumed run's manifest equals an uninterrupted
+    one's: the sum of the training losses so far (``train_loss`` is averaged over all steps, not only the resumed
+    ones) and TRL's running token count (``num_tokens`` continues instead of restarting at zero)."""
+
+    def __init__(self, trainer: Any = None, resume_from: str | None = None):
+        self.trainer = trainer
+        self.carried = {"loss_sum": 0.0, "tokens": 0, "step": 0}
+        if resume_from:
+            try:
+                marker = json.loads((Path(resume_from) / CHECKPOINT_MARKER).read_text())
+                self.carried.update(marker.get("carry") or {})
+            except (OSError, ValueError):
+                pass  # a checkpoint from before the marker: nothing carried (as before)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.trainer is not None and hasattr(self.trainer, "_total_train_tokens"):
+            self.trainer._total_train_tokens += int(self.carried["tokens"])
+
+    def _carry_now(self, state) -> dict[str, Any]:
+        tr = self.trainer
+        run_sum = float(getattr(tr, "_total_loss_scalar", 0.0) or 0.0)
+        pending = getattr(tr, "_tr_loss", None)
+        if isinstance(pending, torch.Tensor):
+            run_sum += float(pending.item())
+        return {
+            "loss_sum": float(self.carried["loss_sum"]) + run_sum,
+            "tokens": int(getattr(tr, "_total_train_tokens", 0) or 0),
+            "step": state.global_step,
+        }
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # The Trainer's train_loss averages the losses of this process's steps only; add the carried ones.
+        steps_before = int(self.carried["step"])
+        if logs and "train_loss" in logs and steps_before and state.global_step:
+            this_run = logs["train_loss"] * (state.global_step - steps_before)
+            logs["train_loss"] = (float(self.carried["loss_sum"]) + this_run) / state.global_step
 
     def on_save(self, args, state, control, **kwargs):
         process_state().wait_for_everyone()  # other processes write their own rng_state_<rank>.pth
         if state.is_world_process_zero:
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if ckpt.is_dir():
-                write_checkpoint_marker(ckpt)
+                write_checkpoint_marker(ckpt, carry=self._carry_now(state) if self.trainer is not None else None)
         process_state().wait_for_everyone()
 
 
@@ -255,6 +291,22 @@ class StagePlan:
     notes: list[str] = field(default_factory=list)
 
 
+def move_aside(out: Path, log=print) -> str | None:
+    """``run.resume=never`` on a directory an earlier attempt left: start clean, keeping the old one as
+    ``<stage>.prev`` (replacing an older ``.prev``), so its metrics.jsonl is not appended to."""
+    import shutil
+
+    state = process_state()
+    prev = out.with_name(out.name + ".prev")
+    if state.is_main_process:
+        if prev.exists():
+            shutil.rmtree(prev)
+        out.rename(prev)
+        log(f"[align] run.resume=never: moved the earlier attempt in {out} aside to {prev}")
+    state.wait_for_everyone()
+    return str(prev)
+
+
 def plan_stage(recipe: Any, log=print) -> StagePlan:
     out = stage_dir(recipe)
     h = semantic_hash(recipe)
@@ -274,7 +326,8 @@ def plan_stage(recipe: Any, log=print) -> StagePlan:
                 f"{out} already holds a complete {recipe.STAGE} run; use a new run.name or "
                 "run.resume=auto to reuse it."
             )
-        return StagePlan(out, "start", config_hash=h)
+        notes = [move_aside(out, log)] if out.is_dir() and any(out.iterdir()) else []
+        return StagePlan(out, "start", config_hash=h, notes=[n for n in notes if n])
     if manifest and manifest.get("status") == "complete" and (out / "model").is_dir():
         return StagePlan(out, "skip", config_hash=h)
     if Path(mode).is_dir():
@@ -549,9 +602,11 @@ class StageContext:
         for p in trainer.model.parameters():
             if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
                 p.data = p.data.float()
+        # Before the metrics callback: it corrects the final train_loss the metrics callback then records.
+        resume_from = self.plan.checkpoint if self.plan.action == "resume" else None
+        trainer.add_callback(CheckpointMarkerCallback(trainer, resume_from))
         trainer.add_callback(self.metrics_cb)
         trainer.add_callback(self.guard)
-        trainer.add_callback(CheckpointMarkerCallback())
         trainer.align_guard = self.guard
         if self.plan.action == "resume" and self.is_main:
             self.log(f"[align] resuming {self.recipe.STAGE} from {self.plan.checkpoint}")

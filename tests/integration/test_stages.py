@@ -103,6 +103,10 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_losses(stage, tm
     assert read_manifest(out)["attempts"] == 2
     for step in (4, 5, 6):
         assert resumed[step] == pytest.approx(full[step], rel=1e-5, abs=1e-6), step
+    # Issue 15: the resumed manifest equals the uninterrupted one (train_loss over all steps, tokens carried).
+    full_m, resumed_m = read_manifest(tmp_path / "a" / "tiny" / stage)["metrics"], read_manifest(out)["metrics"]
+    assert resumed_m["train_loss"] == pytest.approx(full_m["train_loss"], rel=1e-5)
+    assert resumed_m["num_tokens"] == full_m["num_tokens"]
 
 
 def test_completed_stage_is_skipped_and_changed_config_is_refused(tmp_path, tiny_model_dir):

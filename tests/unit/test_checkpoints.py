@@ -89,3 +89,20 @@ def test_explicit_resume_from_a_checkpoint_lacking_its_optimizer_is_a_config_err
     (ckpt / CHECKPOINT_MARKER).unlink()  # written by an older align: the same requirement holds
     with pytest.raises(ConfigError, match=r"optimizer\.pt is missing"):
         plan_stage(recipe, log=lambda *a: None)
+
+
+def test_resume_never_on_an_existing_run_starts_clean_and_keeps_the_old_one_aside(tmp_path):
+    from align.config import load_recipe
+    from align.stages import sft
+    from align.stages.common import plan_stage
+
+    root = Path(__file__).resolve().parents[2]
+    recipe = load_recipe(sft.Recipe, root / "recipes/tiny/sft.yaml", [f"run.root={tmp_path}", "run.resume=never"])
+    out = tmp_path / "tiny" / "sft"
+    (out / "checkpoints" / "checkpoint-3").mkdir(parents=True)
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 7.0}\n')  # an interrupted earlier attempt
+    plan = plan_stage(recipe, log=lambda *a: None)
+    assert plan.action == "start" and plan.checkpoint is None
+    assert not (out / "metrics.jsonl").exists()  # was appended to (issue 15)
+    prev = tmp_path / "tiny" / "sft.prev"
+    assert (prev / "metrics.jsonl").read_text().startswith('{"step": 1') and (prev / "checkpoints").is_dir()
