@@ -41,6 +41,7 @@ BOOKKEEPING_KEYS = {
     "dataloader_num_workers",
     "eval_steps",
     "push_to_hub",
+    "hub_token",  # a credential, not a setting: moved out of the arguments (scrub_secrets)
 }
 
 
@@ -291,6 +292,46 @@ class StagePlan:
     notes: list[str] = field(default_factory=list)
 
 
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): obj}
+
+
+def changed_settings(out: Path, recipe: Any, limit: int = 6) -> str:
+    """Which settings differ between the stored ``config.yaml`` and ``recipe``, e.g.
+    ``training.learning_rate: 0.001 -> 0.01``; or, when the settings agree, that an input (data file, upstream
+    stage) changed. Bookkeeping keys and the run section are left out, as they are from the hash."""
+    import yaml
+
+    from align.config import redact
+
+    try:
+        old = yaml.safe_load((out / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        old = None
+    if not isinstance(old, dict):
+        return "its config.yaml is missing, so the changed setting cannot be named"
+    new = redact(to_plain(recipe))
+
+    def keep(key: str) -> bool:
+        return not key.startswith("run.") and key.split(".")[-1] not in BOOKKEEPING_KEYS
+
+    a, b = _flatten({k: v for k, v in old.items()}), _flatten(new)
+    diffs = [
+        f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}"
+        for k in sorted(set(a) | set(b))
+        if keep(k) and a.get(k) != b.get(k)
+    ]
+    if not diffs:
+        return "same settings, but a data file or an upstream stage (init_from, reward_model) changed since"
+    more = f" and {len(diffs) - limit} more" if len(diffs) > limit else ""
+    return "changed: " + "; ".join(diffs[:limit]) + more
+
+
 def move_aside(out: Path, log=print) -> str | None:
     """``run.resume=never`` on a directory an earlier attempt left: start clean, keeping the old one as
     ``<stage>.prev`` (replacing an older ``.prev``), so its metrics.jsonl is not appended to."""
@@ -317,7 +358,7 @@ def plan_stage(recipe: Any, log=print) -> StagePlan:
     if manifest and manifest.get("config_hash") not in (None, h):
         if mode == "auto":
             raise ConfigError(
-                f"{out} was produced by a different recipe (config hash {manifest.get('config_hash')} != {h}). "
+                f"{out} was produced by a different recipe ({changed_settings(out, recipe)}). "
                 "Resuming would mix two runs: use a new run.name, or delete that directory, or set run.resume=never."
             )
     if mode == "never":
@@ -471,6 +512,18 @@ def resolve_init_from(path: str | None) -> Path | None:
     return p
 
 
+def scrub_secrets(args: Any) -> None:
+    """Take secrets given as recipe settings (``training.hub_token=...``) out of the training arguments: TRL pickles
+    those into ``training_args.bin`` in the model and every checkpoint. The hub token moves to ``HF_TOKEN`` in this
+    process's environment, where huggingface_hub reads it (a push to the hub still works); nothing else keeps it."""
+    import os
+
+    token = getattr(args, "hub_token", None)
+    if isinstance(token, str) and token:
+        os.environ["HF_TOKEN"] = token
+        args.hub_token = None
+
+
 class StageContext:
     def __init__(self, recipe: Any, log=print):
         from align.models import load_tokenizer, resolve_model_path
@@ -500,6 +553,7 @@ class StageContext:
         self.chat_template = apply_template_choice(self.tokenizer, recipe.template.chat_template)
         if recipe.training is not None:
             recipe.training.report_to = setup_trackers(recipe.run.report_to, recipe.run.wandb_project)
+            scrub_secrets(recipe.training)
         self.weights: dict[str, Any] = {
             "base": recipe.model.name_or_path,
             "merged": [],

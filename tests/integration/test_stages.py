@@ -119,8 +119,10 @@ def test_completed_stage_is_skipped_and_changed_config_is_refused(tmp_path, tiny
     assert module.run(recipe) == out
     assert (out / "manifest.json").stat().st_mtime == mtime
     module, recipe = recipe_for("sft", tmp_path, "training.learning_rate=0.01")
-    with pytest.raises(ConfigError, match="different recipe"):
+    with pytest.raises(ConfigError, match="different recipe") as refused:
         module.run(recipe)
+    # Issue 15: the refusal names the setting that changed, not two hashes.
+    assert "training.learning_rate: 0.001 -> 0.01" in str(refused.value), refused.value
 
 
 def test_incomplete_checkpoint_is_skipped_with_a_warning(tmp_path):
@@ -391,3 +393,32 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one_and_finishes(t
     err = capsys.readouterr().out
     assert "checkpoint-4 is incomplete" in err and "resuming sft from" in err and "checkpoint-2" in err
     assert read_manifest(out)["status"] == "complete" and sorted(losses(out)) == list(range(1, 7))
+
+
+def files_holding(root: Path, secret: bytes) -> list[str]:
+    """Every file under ``root`` whose bytes hold ``secret``, looking inside zip archives (torch.save) as well."""
+    import zipfile
+
+    hits = []
+    for f in root.rglob("*"):
+        if not f.is_file():
+            continue
+        data = f.read_bytes()
+        if secret in data:
+            hits.append(str(f))
+        elif zipfile.is_zipfile(f):
+            with zipfile.ZipFile(f) as z:
+                if any(secret in z.read(n) for n in z.namelist()):
+                    hits.append(f"{f} (inside the archive)")
+    return hits
+
+
+def test_a_secret_given_as_a_recipe_setting_is_never_written_in_clear(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)  # restored after the test
+    secret = "hf_SeCrEtTokenGivenInTheRecipe123"
+    module, recipe = recipe_for(
+        "sft", tmp_path, f"training.hub_token={secret}", "training.max_steps=2", "training.save_steps=1"
+    )
+    out = module.run(recipe)
+    assert list(out.rglob("training_args.bin")), "the scan must cover TRL's pickled training arguments"
+    assert files_holding(tmp_path, secret.encode()) == []
