@@ -233,9 +233,14 @@ def run_stage(stage: str, args: argparse.Namespace) -> int:
         emit(yaml.safe_dump(redact(to_plain(recipe)), sort_keys=False).rstrip("\n"))
         return 0
     out = module.run(recipe)
-    if out is not None:
+    if out is not None and _is_main_process():  # one "done" line per run, not one per process
         print(f"[align] {stage} done: {out}")
     return 0
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of an ``accelerate launch`` (read from the launcher's environment; a plain run is rank 0)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
 
 
 def run_models(args: argparse.Namespace) -> int:

@@ -393,16 +393,34 @@ def load_sequence_classifier(
 ):
     """A reward model: the base with a one-output score head (new head when ``path`` is a causal LM)."""
     from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
 
+    # A causal LM has no score head: transformers' load report ("score.weight MISSING ... newly initialized")
+    # describes exactly what is meant to happen, at every reward-model load. Silence it for that case only.
+    fresh_head = not _is_sequence_classifier(path)
+    verbosity = hf_logging.get_verbosity()
     try:
+        if fresh_head:
+            hf_logging.set_verbosity_error()
         model = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=1, dtype=torch_dtype(dtype), revision=revision, trust_remote_code=trust_remote_code
         )
     except OSError as exc:
         raise _not_loadable(path, "model", exc) from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     return model
+
+
+def _is_sequence_classifier(path: str) -> bool:
+    """Whether the checkpoint at ``path`` already is a sequence classifier (has its own score head)."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return True  # unknown (a hub id): keep transformers' report
+    return any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or [])
 
 
 def lora_config(section, task_type: str, modules_to_save: list[str] | None = None):

@@ -512,6 +512,13 @@ def resolve_init_from(path: str | None) -> Path | None:
     return p
 
 
+def drop_summary(stage: str, drops: dict[str, Any]) -> str:
+    """One console line with the data's drop counts (the manifest has the same numbers)."""
+    dropped = {k: v for k, v in (drops.get("dropped") or {}).items() if v}
+    why = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items(), key=lambda kv: -kv[1])) or "none"
+    return f"[align] {stage} data: kept {drops.get('kept')} of {drops.get('total')} rows; dropped: {why}"
+
+
 def scrub_secrets(args: Any) -> None:
     """Take secrets given as recipe settings (``training.hub_token=...``) out of the training arguments: TRL pickles
     those into ``training_args.bin`` in the model and every checkpoint. The hub token moves to ``HF_TOKEN`` in this
@@ -662,6 +669,8 @@ class StageContext:
         trainer.add_callback(self.metrics_cb)
         trainer.add_callback(self.guard)
         trainer.align_guard = self.guard
+        if self.is_main and prepared is not None:
+            self.log(drop_summary(self.recipe.STAGE, prepared.report.to_dict()))
         if self.plan.action == "resume" and self.is_main:
             self.log(f"[align] resuming {self.recipe.STAGE} from {self.plan.checkpoint}")
 

@@ -171,3 +171,13 @@ def test_cli_hub_model_not_cached_is_explained(tmp_path, tiny_model_dir, capsys,
     )
     assert code == 2
     assert_one_paragraph(err, "nobody/not-a-cached-model", "cache")
+
+
+@pytest.mark.parametrize("rank,lines", [("0", 1), ("1", 0)])
+def test_stage_done_line_is_printed_by_the_main_process_only(rank, lines, tmp_path, capsys, monkeypatch):
+    import align.stages.sft as sft
+
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setattr(sft, "run", lambda recipe: tmp_path / "tiny" / "sft")
+    code, err = run_cli(capsys, "sft", TINY / "sft.yaml", f"run.root={tmp_path}")
+    assert code == 0 and err.count("[align] sft done:") == lines

@@ -323,6 +323,7 @@ def test_two_process_accelerate_launch_leaves_one_set_of_outputs(tmp_path, align
     )
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len([r for r in rows if "loss" in r]) == 2  # only the main process writes
+    assert (proc.stdout + proc.stderr).count("[align] dpo done:") == 1  # issue 15: was printed once per process
 
 
 def adapter_weights(out: Path) -> dict[str, torch.Tensor]:
@@ -392,6 +393,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one_and_finishes(t
     out = module.run(recipe)
     err = capsys.readouterr().out
     assert "checkpoint-4 is incomplete" in err and "resuming sft from" in err and "checkpoint-2" in err
+    assert "[align] sft data: kept " in err  # issue 15: stage commands print their drop counts
     assert read_manifest(out)["status"] == "complete" and sorted(losses(out)) == list(range(1, 7))
 
 
