@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from align.errors import AgreementGateError  # noqa: F401  (re-exported: importable here as before)
+
 __all__ = [
     "AgreementConfig",
     "AgreementGateError",
@@ -94,10 +96,6 @@ LabelMatrix = np.ndarray | Mapping[str, Sequence[Any]]
 
 class AgreementWarning(UserWarning):
     """An agreement statistic is undefined (returned as NaN) or was computed on a subset of the data."""
-
-
-class AgreementGateError(ValueError):
-    """Annotator agreement is below the recipe's threshold and the recipe says to stop."""
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The ``align`` command. Parses arguments and calls library functions; no logic of its own.
 
 Works the same as ``align <cmd>``, ``python -m align <cmd>`` and ``accelerate launch -m align <cmd>``.
-Errors a user can fix (a wrong recipe key, a bad data row, a missing model) print one paragraph and exit with
-code 2 (configuration or data) or 1 (runtime), without a Python traceback; ``ALIGN_DEBUG=1`` shows it.
+Errors a user can fix (a wrong recipe key, a bad data row, a template, a missing model, a diverging learning rate,
+an unreadable file, a wandb key wandb rejects) print one paragraph and exit with code 2, without a Python
+traceback; ``ALIGN_DEBUG=1`` shows it. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -29,16 +30,54 @@ class NotBuilt(Exception):
     pass
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from align.config import ConfigError
+def explain_error(command: str, exc: BaseException) -> tuple[str, int] | None:
+    """The one paragraph (and exit code) for an error the user can fix, or None for an internal error.
 
-    errs: list[type[BaseException]] = [ConfigError]
-    for mod, name in (("align.data.validate", "DataError"), ("align.agreement", "AgreementGateError")):
-        try:
-            errs.append(getattr(importlib.import_module(mod), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errs)
+    ``UserError`` (align's own: recipe, data, template, model, divergence, ...) is printed as its message. A few
+    failures raised by libraries are still the user's to fix and are explained here: a file that cannot be read,
+    a hub model that is not cached while offline, and an experiment tracker (wandb) that rejects its key or cannot
+    reach its server."""
+    from align.errors import UserError
+
+    prefix = f"align {command}: error:"
+    if isinstance(exc, UserError):
+        return f"{prefix} {_one_paragraph(str(exc))}", 2
+    mod = type(exc).__module__ or ""
+    if mod.split(".")[0] == "wandb":
+        return (
+            f"{prefix} wandb failed ({type(exc).__name__}: {_one_paragraph(str(exc))}). Check WANDB_API_KEY (or "
+            "`wandb login`) and the network, or run without it: run.report_to=[none] or WANDB_MODE=offline.",
+            2,
+        )
+    if isinstance(exc, PermissionError | IsADirectoryError | FileNotFoundError) and exc.filename:
+        return (
+            f"{prefix} cannot read {exc.filename} ({exc.strerror}). Check that the path is right and readable by "
+            "this user.",
+            2,
+        )
+    if isinstance(exc, OSError) and any(
+        s in str(exc) for s in ("huggingface.co", "offline mode", "HF_HUB_OFFLINE", "is not a local folder")
+    ):
+        return (
+            f"{prefix} a model or dataset could not be loaded from the Hugging Face hub or its cache "
+            f"({_one_paragraph(str(exc))[:400]}). Without network access use a local directory or a builtin: model "
+            "(`align models list`), or download it once where the hub is reachable.",
+            2,
+        )
+    return None
+
+
+def _close_progress_bars() -> None:
+    """End a training progress bar's line, so the error paragraph starts on a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or []):
+        with contextlib.suppress(Exception):
+            bar.close()
+
+
+def _one_paragraph(text: str) -> str:
+    """Blank lines removed, so a message stays one paragraph (indented examples keep their lines)."""
+    return "\n".join(line for line in text.strip().splitlines() if line.strip())
 
 
 def _stage_module(stage: str):
@@ -201,9 +240,14 @@ def run_stage(stage: str, args: argparse.Namespace) -> int:
         emit(yaml.safe_dump(redact(to_plain(recipe)), sort_keys=False).rstrip("\n"))
         return 0
     out = module.run(recipe)
-    if out is not None:
+    if out is not None and _is_main_process():  # one "done" line per run, not one per process
         print(f"[align] {stage} done: {out}")
     return 0
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of an ``accelerate launch`` (read from the launcher's environment; a plain run is rank 0)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
 
 
 def run_models(args: argparse.Namespace) -> int:
@@ -256,9 +300,6 @@ def _main(argv: list[str] | None) -> int:
         parser.print_help(file=RESULT_OUT or sys.stdout)
         return 0
     debug = bool(os.environ.get("ALIGN_DEBUG"))
-    from align.models import ModelError
-
-    user_errors = _user_errors()
     try:
         if args.command in STAGES:
             if not args.recipe and not args.list_keys:
@@ -282,19 +323,17 @@ def _main(argv: list[str] | None) -> int:
         where = f" (tracked in issue #{issue})" if issue else ""
         print(f"align {args.command}: this command is not built yet{where}.", file=sys.stderr)
         return 3
-    except user_errors as e:
-        if debug:
-            raise
-        print(f"align {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except ModelError as e:
-        if debug:
-            raise
-        print(f"align {args.command}: model error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"\nalign {args.command}: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130
+    except Exception as e:
+        explained = explain_error(args.command, e)
+        if explained is None or debug:
+            raise  # an internal error (or ALIGN_DEBUG=1): the traceback is what a bug report needs
+        message, code = explained
+        _close_progress_bars()
+        print(message, file=sys.stderr)
+        return code
     return 0
 
 

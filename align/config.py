@@ -24,9 +24,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A recipe or override is wrong; the message names the key and says what to do."""
+from align.errors import ConfigError  # noqa: F401  (re-exported: importable here as before)
 
 
 def import_callable(ref: str, what: str, error: type[Exception] = ConfigError):

@@ -32,12 +32,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from align.errors import ModelError  # noqa: F401  (re-exported: importable here as before)
+
 MARKER = "align-cache.json"
 BUILTIN_PREFIX = "builtin:"
-
-
-class ModelError(RuntimeError):
-    """A model reference could not be resolved or obtained; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -332,6 +330,17 @@ def resolve_model_path(ref: str, *, fetch: bool = True, log=print) -> str:
     return ref  # a hub id: transformers loads it (or fails with its own offline message)
 
 
+def _not_loadable(path: str, what: str, exc: OSError) -> ModelError:
+    """A hub id that is not cached (offline) or a directory without the files: explain instead of a traceback."""
+    if Path(path).is_dir():
+        return ModelError(f"{path} holds no loadable {what} ({' '.join(str(exc).split())[:300]}).")
+    return ModelError(
+        f"Model {path!r} is neither a local directory nor in the Hugging Face cache, and the hub cannot be reached "
+        "(HF_HUB_OFFLINE or no network). Use a builtin: model (`align models list`), a local directory, or "
+        "download it once where the hub is reachable."
+    )
+
+
 def torch_dtype(name: str):
     import torch
 
@@ -341,7 +350,10 @@ def torch_dtype(name: str):
 def load_tokenizer(path: str, *, revision: str | None = None, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise _not_loadable(path, "tokenizer", exc) from exc
     if tok.pad_token is None:
         # Padding is masked by position everywhere in align, so reusing EOS as PAD is safe (FAULTS 8).
         tok.pad_token = tok.eos_token
@@ -365,7 +377,10 @@ def load_causal_lm(
     }
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise _not_loadable(path, "model", exc) from exc
 
 
 def load_sequence_classifier(
@@ -378,13 +393,34 @@ def load_sequence_classifier(
 ):
     """A reward model: the base with a one-output score head (new head when ``path`` is a causal LM)."""
     from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, dtype=torch_dtype(dtype), revision=revision, trust_remote_code=trust_remote_code
-    )
+    # A causal LM has no score head: transformers' load report ("score.weight MISSING ... newly initialized")
+    # describes exactly what is meant to happen, at every reward-model load. Silence it for that case only.
+    fresh_head = not _is_sequence_classifier(path)
+    verbosity = hf_logging.get_verbosity()
+    try:
+        if fresh_head:
+            hf_logging.set_verbosity_error()
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, dtype=torch_dtype(dtype), revision=revision, trust_remote_code=trust_remote_code
+        )
+    except OSError as exc:
+        raise _not_loadable(path, "model", exc) from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     return model
+
+
+def _is_sequence_classifier(path: str) -> bool:
+    """Whether the checkpoint at ``path`` already is a sequence classifier (has its own score head)."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return True  # unknown (a hub id): keep transformers' report
+    return any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or [])
 
 
 def lora_config(section, task_type: str, modules_to_save: list[str] | None = None):

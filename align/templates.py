@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from align.data.records import Message
+from align.errors import TemplateError  # noqa: F401  (re-exported: importable here as before)
 
 # Named fallbacks for base models that ship without a chat template.
 FALLBACK_TEMPLATES: dict[str, str] = {
@@ -39,10 +40,6 @@ FALLBACK_TEMPLATES: dict[str, str] = {
 
 # How many rows must pass the prefix check before a failure is counted as a skip instead of an error.
 STRICT_ROWS = 8
-
-
-class TemplateError(ValueError):
-    """The chat template or tokenizer is set up wrong; the message says how to fix the recipe."""
 
 
 class Skip(Exception):
@@ -103,6 +100,12 @@ def _trim_to_eos(completion: list[int], eos_id: int) -> list[int]:
     return [*completion, eos_id]
 
 
+def _eos_added(completion: list[int], eos_id: int) -> bool:
+    """True when :func:`_trim_to_eos` appended the EOS (the template never renders it), i.e. the EOS is align's and
+    not part of what the template renders for later turns."""
+    return eos_id not in completion
+
+
 @dataclass
 class Encoder:
     """Tokenizes records for one tokenizer and template, counting the rows it checked."""
@@ -119,12 +122,19 @@ class Encoder:
     # -- shared -------------------------------------------------------------------------------------------------
 
     def _prompt_and_completion(self, prompt: list[Message], response: list[Message]) -> tuple[list[int], list[int]]:
+        p_ids, c_ids, _ = self._turn(prompt, response)
+        return p_ids, c_ids
+
+    def _turn(self, prompt: list[Message], response: list[Message]) -> tuple[list[int], list[int], bool]:
+        """(prompt ids, completion ids ending in EOS, whether that EOS was added by align rather than rendered)."""
         prompt = with_system(prompt, self.system_prompt)
         p_ids = encode_text(self.tokenizer, render(self.tokenizer, prompt, add_generation_prompt=True))
         full_ids = encode_text(self.tokenizer, render(self.tokenizer, prompt + response))
         if full_ids[: len(p_ids)] != p_ids:
             self._prefix_failure(prompt, p_ids, full_ids)
-        return p_ids, _trim_to_eos(full_ids[len(p_ids) :], self.tokenizer.eos_token_id)
+        completion = full_ids[len(p_ids) :]
+        eos = self.tokenizer.eos_token_id
+        return p_ids, _trim_to_eos(completion, eos), _eos_added(completion, eos)
 
     def _prefix_failure(self, prompt, p_ids, full_ids) -> None:
         n = next((i for i, (a, b) in enumerate(zip(p_ids, full_ids)) if a != b), min(len(p_ids), len(full_ids)))
@@ -164,14 +174,20 @@ class Encoder:
         messages = with_system(messages, self.system_prompt)
         input_ids: list[int] = []
         mask: list[int] = []
+        # What the template itself rendered so far: input_ids less the EOS align appends to each assistant turn
+        # when the template never renders one (e.g. chatml on a model whose EOS is not <|im_end|>). Later turns
+        # are checked against this, since the template renders them without align's EOS.
+        rendered: list[int] = []
         for i, m in enumerate(messages):
             if m["role"] != "assistant":
                 continue
-            p_ids, c_ids = self._prompt_and_completion(messages[:i], [m])
-            if input_ids and p_ids[: len(input_ids)] != input_ids:
+            p_ids, c_ids, added = self._turn(messages[:i], [m])
+            if rendered and p_ids[: len(rendered)] != rendered:
                 raise Skip("prefix_mismatch", "an earlier turn renders differently once later turns follow")
-            mask += [0] * (len(p_ids) - len(input_ids)) + [1] * len(c_ids)
-            input_ids = p_ids + c_ids
+            new_prompt = p_ids[len(rendered) :]
+            mask += [0] * len(new_prompt) + [1] * len(c_ids)
+            input_ids = input_ids + new_prompt + c_ids
+            rendered = p_ids + (c_ids[:-1] if added else c_ids)
         if not any(mask):
             raise Skip("no_assistant_turn", "the conversation has no assistant turn to learn from")
         self.rows_checked += 1

@@ -192,6 +192,9 @@ def setup_trackers(report_to: list[str], project: str) -> list[str]:
         has_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").is_file()
         if not has_key:
             os.environ.setdefault("WANDB_MODE", "offline")
+        # An unreachable server fails in seconds instead of wandb's default minutes of retries; the error is then
+        # explained by the command layer (align.cli.explain_error).
+        os.environ.setdefault("WANDB_INIT_TIMEOUT", "20")
     return trackers
 
 

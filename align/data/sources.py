@@ -7,6 +7,7 @@ location per row, so later errors can point at "train.jsonl line 7" rather than 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import re
@@ -82,30 +83,62 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _bad_utf8(path: Path, data: bytes, exc: UnicodeDecodeError, unit: str = "line") -> DataError:
+    """A one-paragraph error for bytes that are not UTF-8, naming the file, the line and the column."""
+    lineno = data.count(b"\n", 0, exc.start) + 1
+    col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+    return DataError(
+        f"{path} {unit} {lineno}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at column {col}). Data files must be "
+        "UTF-8: re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 in > out`) or remove that line."
+    )
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(
+            f"{path}: cannot read the data file ({exc.strerror or exc}); check its permissions and path."
+        ) from exc
+
+
 def _read_jsonl(path: Path) -> tuple[list[Any], list[str]]:
     # Parsed line by line (not via Arrow) so a decode error names its line and each row keeps its own keys:
     # Arrow's schema unification would turn a missing key into null and reject rows with mixed types.
     rows: list[Any] = []
     locations: list[str] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{path} line {lineno}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                    "each line of a .jsonl file must be one JSON object"
-                ) from exc
-            locations.append(f"{path.name} line {lineno}")
+    data = _read_bytes(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _bad_utf8(path, data, exc) from None
+    # Lines split on \n only (as a file object would; str.splitlines also splits on U+2028 inside strings).
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{path} line {lineno}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                "each line of a .jsonl file must be one JSON object"
+            ) from exc
+        except RecursionError:
+            raise DataError(f"{path} line {lineno}: JSON nested too deeply to read") from None
+        locations.append(f"{path.name} line {lineno}")
     return rows, locations
 
 
 def _read_json(path: Path) -> tuple[list[Any], list[str]]:
-    text = path.read_text(encoding="utf-8")
+    raw = _read_bytes(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _bad_utf8(path, raw, exc) from None
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to read") from None
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # several top-level values: JSON Lines under a .json name
             return _read_jsonl(path)
@@ -122,10 +155,19 @@ def _read_csv(path: Path, text_columns: tuple[str, ...]) -> tuple[list[Any], lis
 
     # Text columns stay text (an id "007" or a prompt "42" must not become a number); other columns keep
     # pandas' type inference so numeric annotator labels and margins arrive as numbers.
+    raw = _read_bytes(path)
     try:
-        df = pd.read_csv(path, dtype={c: str for c in text_columns}, keep_default_na=True)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{path}: could not parse the CSV file ({exc})") from exc
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # The header is row 1, so (for cells without line breaks) line N is the spreadsheet's row N.
+        raise _bad_utf8(path, raw, exc, unit="row") from None
+    try:
+        df = pd.read_csv(io.BytesIO(raw), dtype={c: str for c in text_columns}, keep_default_na=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise DataError(
+            f"{path}: could not parse the CSV file ({' '.join(str(exc).split())}). Check the quoting and that every "
+            "row has as many fields as the header."
+        ) from exc
     rows = [_clean(r) for r in df.astype(object).where(df.notna(), None).to_dict("records")]
     return rows, [f"{path.name} row {i + 2}" for i in range(len(rows))]  # spreadsheet row: header is row 1
 

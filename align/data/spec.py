@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from align.errors import DataError  # noqa: F401  (re-exported: importable here as before)
+
 FORMATS = ("auto", "hh-rlhf", "pcr", "conversational", "implicit-prompt", "sft-messages", "prompt-completion")
 PREFERENCE_FORMATS = ("hh-rlhf", "pcr", "conversational", "implicit-prompt")
 SFT_FORMATS = ("sft-messages", "prompt-completion")
@@ -43,10 +45,6 @@ DEFAULT_LABELS: dict[str, float] = {
 
 ANNOTATION_TABLE_KEYS = ("path", "item", "annotator", "label")
 LEAKAGE_MODES = ("error", "warn")
-
-
-class DataError(ValueError):
-    """Bad data or data configuration; the message names the row or option and says how to fix it."""
 
 
 def _is_number(value: Any) -> bool:

@@ -27,11 +27,8 @@ from align import fast_head
 from align.agreement import AgreementConfig
 from align.config import ConfigError, LoraSection, ModelSection, RunSection, SpeedSection, TemplateSection
 from align.data.spec import DataConfig
+from align.errors import ReferenceCheckError  # noqa: F401  (re-exported: importable here as before)
 from align.stages import common
-
-
-class ReferenceCheckError(RuntimeError):
-    pass
 
 
 @dataclass

@@ -66,13 +66,14 @@ from align.reward_models import (  # noqa: F401  (public names recipes and tests
 )
 from align.stages import common
 from align.stages import ppo_math as pm
+from align.stages.common import is_complete_checkpoint  # the one completeness check every stage uses
 from align.tracking import process_state
 
 REWARD_NORMALIZATIONS = ("none", "running", "rm_stats")
 VALUE_MODELS = ("head", "adapter")
 VALUE_INITS = ("zero", "reward_model")
 REFERENCES = ("sft", "base")
-STATE_FILE = "state.json"
+STATE_FILE = common.PPO_STATE_FILE  # written last; lists every file of the checkpoint with its size
 VALUE_ADAPTER = "value"  # peft adapter name of the critic when ppo.value_model is adapter
 CRITIC_DIR = "critic"  # the critic adapter's directory inside model/ and checkpoints (a loadable peft adapter)
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -622,16 +623,9 @@ def checkpoint_dirs(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
-def is_complete_checkpoint(path: Path) -> bool:
-    """``state.json`` is written last and lists every file with its size: all present = complete."""
-    from align.tracking import files_complete
-
-    return files_complete(path, STATE_FILE)
-
-
 def find_checkpoint(root: Path, log=print) -> Path | None:
     """The newest complete checkpoint; newer incomplete ones are reported and skipped."""
-    found = common.find_resume_checkpoint(root, log=log, is_complete=is_complete_checkpoint)
+    found = common.find_resume_checkpoint(root, log=log)
     return Path(found) if found else None
 
 
@@ -1312,7 +1306,8 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
     checkpoint: Path | None = None
     if trainer.plan.checkpoint and recipe.run.resume not in ("auto", "never"):
         checkpoint = Path(trainer.plan.checkpoint)
-        if not is_complete_checkpoint(checkpoint):
+        common.require_complete_checkpoint(checkpoint, f"run.resume={recipe.run.resume!r}")
+        if not (checkpoint / STATE_FILE).is_file():
             raise ConfigError(f"run.resume={recipe.run.resume!r} is not a complete PPO checkpoint (no state.json).")
     elif recipe.run.resume == "auto":
         checkpoint = find_checkpoint(trainer.out_dir / "checkpoints", log=log)

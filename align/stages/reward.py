@@ -172,6 +172,7 @@ def run(recipe: Recipe, callbacks: list | None = None):
         args.eval_strategy = "no"
 
     pad_id = ctx.tokenizer.pad_token_id
+    ctx.seed_init()  # the score head is new: draw it (and the LoRA init after it) from the run's seed
     model = load_sequence_classifier(
         ctx.model_path, dtype=recipe.model.dtype, pad_token_id=pad_id, trust_remote_code=recipe.model.trust_remote_code
     )

@@ -285,8 +285,11 @@ def test_incomplete_checkpoint_is_skipped_with_a_warning(tmp_path):
     root = tmp_path / "checkpoints"
     good, torn = root / "checkpoint-2", root / "checkpoint-4"
     good.mkdir(parents=True)
-    (good / "value_head.safetensors").write_bytes(b"x" * 10)
-    (good / ppo.STATE_FILE).write_text(json.dumps({"files": {"value_head.safetensors": 10}}))
+    from safetensors.torch import save_file
+
+    save_file({"weight": torch.zeros(1, 2)}, str(good / "value_head.safetensors"))  # headers are verified too
+    size = (good / "value_head.safetensors").stat().st_size
+    (good / ppo.STATE_FILE).write_text(json.dumps({"files": {"value_head.safetensors": size}}))
     torn.mkdir()
     (torn / "value_head.safetensors").write_bytes(b"x" * 10)  # no state.json: cut off while saving
     warnings: list[str] = []

@@ -158,7 +158,12 @@ def test_bucketed_reward_model_gives_the_padded_batch_scores_and_gradients(tiny_
         )
         return m, get_peft_model(m, cfg)
 
-    ids, att, _ = _batch(1000, [7, 30, 12, 29, 5, 18, 31, 9], [1] * 8)
+    # Lengths with two clear modes, so the buckets differ (lengths within one bucket made the bucketed forward fall
+    # back to the plain one, and the test compared the model with itself).
+    lengths = [7, 300, 12, 290, 5, 18, 310, 9]
+    groups = fast_head.length_buckets(lengths)
+    assert len(groups) >= 2, groups
+    ids, att, _ = _batch(1000, lengths, [1] * 8)
 
     def scores(pm):
         pm.zero_grad()
@@ -169,7 +174,16 @@ def test_bucketed_reward_model_gives_the_padded_batch_scores_and_gradients(tiny_
     want, want_grads = scores(model()[1])
     base, pm = model()
     assert fast_head.install_bucketed_classifier(base)
+    widths: list[int] = []  # one forward of the transformer body per bucket, each trimmed to its longest row
+
+    def record_width(module, args, kwargs, out):
+        x = kwargs.get("input_ids")
+        widths.append((x if x is not None else args[0]).shape[1])
+
+    hook = base.model.register_forward_hook(record_width, with_kwargs=True)
     got, grads = scores(pm)
+    hook.remove()
+    assert sorted(widths) == sorted(max(lengths[i] for i in g) for g in groups), widths
     assert got.shape == want.shape == (8, 1)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grads, want_grads, atol=1e-6, rtol=1e-4)

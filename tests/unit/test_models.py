@@ -111,3 +111,16 @@ def test_smollm2_fetch_answers_paris_and_second_fetch_is_fast(real_align_home):
     )
     out = model.generate(**ids, max_new_tokens=20, do_sample=False)
     assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1] :])
+
+
+def test_reward_model_load_from_a_causal_lm_does_not_print_the_missing_score_report(tmp_path, capfd):
+    # Issue 15: every reward-model load printed transformers' "score.weight MISSING" report for a head that is
+    # meant to be new.
+    from align.models import build_tiny_model, load_sequence_classifier
+
+    path = build_tiny_model(tmp_path / "tiny")
+    capfd.readouterr()
+    model = load_sequence_classifier(str(path))
+    captured = capfd.readouterr()
+    assert model.score.weight.shape[0] == 1
+    assert "MISSING" not in captured.err + captured.out

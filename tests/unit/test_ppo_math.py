@@ -476,3 +476,44 @@ def test_normalize_scores_standardises_and_clips():
     torch.testing.assert_close(out, torch.tensor([-1.0, 0.0, 1.0, 49.0]))
     torch.testing.assert_close(normalize_scores(scores, 2.0, 2.0, clip=3.0), torch.tensor([-1.0, 0.0, 1.0, 3.0]))
     assert torch.isfinite(normalize_scores(scores, 2.0, 0.0)).all()
+
+
+# -- added from the mutation-testing survivors (docs/faults.md, "Mutation testing") -----------------------------
+
+
+@pytest.mark.parametrize("gamma,lam", [(1.5, 0.9), (0.9, 1.5), (-0.1, 0.9), (0.9, -0.1), (2.0, 2.0)])
+def test_gae_rejects_gamma_or_lam_outside_the_unit_interval(gamma, lam):
+    r = v = torch.zeros(1, 3)
+    with pytest.raises(ValueError, match=rf"gamma and lam must lie in \[0, 1\], got gamma={gamma}, lam={lam}"):
+        gae(r, v, torch.ones(1, 3), gamma, lam)
+
+
+@pytest.mark.parametrize("gamma,lam", [(0.0, 0.0), (1.0, 1.0), (0.0, 1.0), (1.0, 0.0)])
+def test_gae_accepts_the_interval_ends(gamma, lam):
+    r, v = torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.5, 0.25, 0.125]])
+    adv, ret = gae(r, v, torch.ones(1, 3), gamma, lam)
+    # One-step TD at gamma = 0: the advantage is r - V whatever lam is.
+    if gamma == 0.0:
+        torch.testing.assert_close(adv, r - v)
+    torch.testing.assert_close(ret, adv + v)
+
+
+def test_gae_on_single_token_responses_is_reward_minus_value():
+    r, v = torch.tensor([[1.0], [-2.0]]), torch.tensor([[0.25], [0.5]])
+    adv, ret = gae(r, v, torch.ones(2, 1), 0.99, 0.95)
+    torch.testing.assert_close(adv, r - v)
+    torch.testing.assert_close(ret, r)
+
+
+def test_gae_and_token_rewards_check_every_tensor_shape():
+    good, bad = torch.zeros(2, 3), torch.zeros(2, 4)
+    for kwargs in ({"values": bad}, {"mask": bad}, {"rewards": bad}):
+        args = {"rewards": good, "values": good, "mask": torch.ones(2, 3), **kwargs}
+        with pytest.raises(ValueError, match="shape"):
+            gae(args["rewards"], args["values"], args["mask"], 1.0, 1.0)
+    for kwargs in ({"logprobs": bad}, {"ref_logprobs": bad}, {"mask": bad}):
+        args = {"logprobs": good, "ref_logprobs": good, "mask": torch.ones(2, 3), **kwargs}
+        with pytest.raises(ValueError, match="shape"):
+            token_rewards(torch.zeros(2), args["logprobs"], args["ref_logprobs"], args["mask"], 0.1)
+    with pytest.raises(ValueError, match=r"scores must have shape \[batch\] = \(2,\), got \(3,\)"):
+        token_rewards(torch.zeros(3), good, good, torch.ones(2, 3), 0.1)

@@ -103,3 +103,25 @@ def test_model_without_template_needs_a_named_fallback(tok):
 def test_unknown_template_name_is_an_error(tok):
     with pytest.raises(TemplateError, match="neither a named template"):
         apply_template_choice(tok, "alpaca-ish")
+
+
+def test_template_that_never_renders_eos_keeps_multi_turn_sft_conversations(tok):
+    # Issue 15: the chatml fallback on a model whose EOS is not <|im_end|> never renders EOS; the EOS align appends
+    # to each assistant turn used to break the next turn's prefix check, dropping every multi-turn conversation.
+    tok.add_special_tokens({"eos_token": "<|endoftext|>"})
+    assert tok.eos_token_id != tok.convert_tokens_to_ids("<|im_end|>")
+    apply_template_choice(tok, "chatml")
+    enc = Encoder(tok)
+    msgs = [*PROMPT, *CHOSEN, {"role": "user", "content": "And at night?"}, {"role": "assistant", "content": "Dark."}]
+    for _ in range(STRICT_ROWS + 2):  # past the strict rows too: nothing may be skipped as prefix_mismatch
+        out = enc.sft(msgs)
+    ids, mask = out["input_ids"], out["assistant_masks"]
+    learned = [i for i, m in zip(ids, mask) if m]
+    assert learned.count(tok.eos_token_id) == 2 and learned[-1] == tok.eos_token_id  # each turn ends with EOS
+    assert tok.decode(learned, skip_special_tokens=True).replace("<|im_end|>", "").split() == [
+        "It", "is", "usually", "blue.", "Dark.",
+    ]  # fmt: skip
+    # Without align's EOS the token stream is exactly what the template renders for the whole conversation.
+    from align.templates import encode_text, render
+
+    assert [i for i in ids if i != tok.eos_token_id] == encode_text(tok, render(tok, msgs))

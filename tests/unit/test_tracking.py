@@ -67,3 +67,15 @@ def test_wandb_defaults_to_offline_without_a_key(monkeypatch, tmp_path):
 
     assert os.environ["WANDB_MODE"] == "offline" and os.environ["WANDB_PROJECT"] == "proj"
     assert setup_trackers([], "proj") == []
+
+
+def test_wandb_with_a_key_fails_fast_instead_of_retrying_for_minutes(monkeypatch, tmp_path):
+    import os
+
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_INIT_TIMEOUT", raising=False)
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    setup_trackers(["wandb"], "proj")
+    assert os.environ.get("WANDB_MODE") is None  # online: a key is configured
+    assert float(os.environ["WANDB_INIT_TIMEOUT"]) <= 30  # issue 15: an unreachable server hung for 107 s
