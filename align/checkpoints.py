@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from align.models import load_causal_lm, load_tokenizer, resolve_model_path
+
 
 def stage_dir_of(adapter_dir: str | Path) -> Path:
     p = Path(adapter_dir)
@@ -56,8 +58,6 @@ def load_policy(run_or_model: str, *, dtype: str = "float32", log=print) -> tupl
     Returns ``(model, tokenizer, info)``; for adapters the model is a ``PeftModel`` whose ``disable_adapter()``
     context gives the stage's reference model. ``info`` names the base, merged chain and adapter.
     """
-    from align.models import load_causal_lm, load_tokenizer, resolve_model_path
-
     p = Path(run_or_model)
     adapter = p / "model" if (p / "model" / "adapter_config.json").is_file() else p
     if (adapter / "adapter_config.json").is_file():

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from align.errors import ModelError  # noqa: F401  (re-exported: importable here as before)
+from align.tracking import files_complete
 
 MARKER = "align-cache.json"
 BUILTIN_PREFIX = "builtin:"
@@ -74,8 +75,6 @@ def cache_dir(name: str) -> Path:
 
 def is_complete(path: Path) -> bool:
     """True when ``path`` holds a finished cache entry: marker present and every listed file at its size."""
-    from align.tracking import files_complete
-
     return files_complete(path, MARKER)
 
 

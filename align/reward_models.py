@@ -17,7 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from align.checkpoints import merge_chain
 from align.config import ConfigError
+from align.models import load_sequence_classifier, load_tokenizer, resolve_model_path
+from align.templates import Encoder, Skip, apply_template_choice, encode_text
+from align.tracking import read_manifest
 
 
 @torch.no_grad()
@@ -76,8 +80,6 @@ def retokenize_for_reward_model(
     A response that ended with EOS is rendered as a finished assistant turn (ending with the RM's EOS, as in its
     training data); a truncated one is the RM's rendered prompt followed by the response text, with no EOS.
     """
-    from align.templates import Skip, encode_text
-
     out = []
     for prompt, text, done in zip(prompts, responses, ended, strict=True):
         reply = [{"role": "assistant", "content": text}]
@@ -113,9 +115,6 @@ class RewardModelScorer:
     """A sequence-classification reward model with its own tokenizer; scores prompt+response sequences."""
 
     def __init__(self, path: str, policy_tokenizer: Any, dtype: str = "float32", device: Any = "cpu", log=print):
-        from align.models import load_sequence_classifier, load_tokenizer, resolve_model_path
-        from align.tracking import read_manifest
-
         model_dir, stage = resolve_reward_model_dir(path)
         self.path = str(Path(path).expanduser().resolve())
         self.model_dir = model_dir
@@ -129,8 +128,6 @@ class RewardModelScorer:
         self.merged: list[str] = []
         if adapter_cfg.is_file():
             from peft import PeftModel
-
-            from align.checkpoints import merge_chain
 
             weights = (manifest or {}).get("weights") or {}
             base_ref = (
@@ -164,8 +161,6 @@ class RewardModelScorer:
         self.retokenize = needs_retokenization(policy_tokenizer, self.tokenizer)
         self.encoder = None
         if self.retokenize:
-            from align.templates import Encoder, apply_template_choice
-
             apply_template_choice(self.tokenizer, None)  # a clear error when the RM has no chat template
             self.encoder = Encoder(self.tokenizer)
 
@@ -174,8 +169,6 @@ class RewardModelScorer:
     ) -> list[float]:
         """Scores of answer texts, each rendered in the reward model's own tokenizer and template: the same ids
         whichever policy wrote the text (a judge comparing checkpoints scores them all alike)."""
-        from align.templates import Encoder, apply_template_choice
-
         if self.encoder is None:
             apply_template_choice(self.tokenizer, None)
             self.encoder = Encoder(self.tokenizer)

@@ -30,10 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from align.agreement import landis_koch_band
 from align.data.records import Message, PreferenceRecord, SFTRecord
 from align.data.spec import DataError
 from align.data.split import prompt_key, record_prompt
 from align.data.validate import DUPLICATE, DropReport
+from align.models import tiny_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -223,8 +225,6 @@ def summarise_agreement(
 
     ``per_item``: each item's ``annotations`` dict (annotator -> label or None), for each annotator's coverage.
     """
-    from align.agreement import landis_koch_band
-
     ci = report.get("ci", {})
     n_items = len(per_item)
     labelled = Counter(str(a) for ann in per_item for a, v in (ann or {}).items() if v is not None)
@@ -333,8 +333,6 @@ def build_card_facts(
     ``transformers`` tokenizer); None loads the committed tiny tokenizer.
     """
     if tokenizer is None:
-        from align.models import tiny_tokenizer
-
         tokenizer = tiny_tokenizer()
     records = [*train, *eval_records]
     report.check()

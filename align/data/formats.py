@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from align.agreement import scores_to_preference
 from align.data.records import Message, PreferenceRecord, SFTRecord
 from align.data.spec import PREFERENCE_FORMATS, SFT_FORMATS, DataError, SourceSpec
 from align.data.validate import (
@@ -348,8 +349,6 @@ class Converter:
 
     def _annotations(self, row: dict, where: str) -> dict[str, float | None] | None:
         if self.annotator_scores:
-            from align.agreement import scores_to_preference
-
             out: dict[str, float | None] = {}
             for name, (col_a, col_b) in self.annotator_scores.items():
                 a, b = (

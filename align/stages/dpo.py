@@ -26,6 +26,7 @@ from trl import DPOConfig, DPOTrainer
 from align import fast_head
 from align.agreement import AgreementConfig
 from align.config import ConfigError, LoraSection, ModelSection, RunSection, SpeedSection, TemplateSection
+from align.data.prepare import prepare_preferences
 from align.data.spec import DataConfig
 from align.errors import ReferenceCheckError  # noqa: F401  (re-exported: importable here as before)
 from align.stages import common
@@ -124,8 +125,6 @@ def step0_check(trainer: Any, loss_types: list[str], tol: float = 1e-4) -> dict[
 
 
 def run(recipe: Recipe, callbacks: list | None = None):
-    from align.data.prepare import prepare_preferences
-
     ctx = common.begin(recipe)
     if ctx.plan.action == "skip":
         return ctx.done_already()

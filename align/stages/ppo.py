@@ -54,9 +54,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from align.config import ConfigError, LoraSection, ModelSection, RunSection, TemplateSection, to_plain
+from align.checkpoints import merge_chain, merged_chain_of
+from align.config import ConfigError, LoraSection, ModelSection, RunSection, TemplateSection, import_callable, to_plain
+from align.data.prompts import load_prompts, prompt_text
 from align.data.spec import DataConfig
 from align.eval.generation import Sampling, left_pad, neutral_defaults
+from align.models import load_causal_lm, load_tokenizer, lora_config, resolve_model_path
 from align.reward_models import (  # noqa: F401  (public names recipes and tests use from here)
     RewardModelScorer,
     needs_retokenization,
@@ -67,7 +70,8 @@ from align.reward_models import (  # noqa: F401  (public names recipes and tests
 from align.stages import common
 from align.stages import ppo_math as pm
 from align.stages.common import is_complete_checkpoint  # the one completeness check every stage uses
-from align.tracking import process_state
+from align.templates import Encoder, apply_template_choice
+from align.tracking import RunRecorder, atomic_write_text, process_state, setup_trackers
 
 REWARD_NORMALIZATIONS = ("none", "running", "rm_stats")
 VALUE_MODELS = ("head", "adapter")
@@ -326,8 +330,6 @@ class ProgrammaticReward:
     """A ``module:function`` reward on texts."""
 
     def __init__(self, ref: str, kwargs: dict[str, Any]):
-        from align.config import import_callable
-
         func = import_callable(ref, f"reward_fn={ref!r}")
         self.ref, self.func, self.kwargs = ref, func, dict(kwargs)
 
@@ -482,8 +484,6 @@ def policy_weights(recipe: Recipe, init_from: Path | None) -> tuple[list[str], b
     Follows the manifests' ``weights`` convention (:mod:`align.checkpoints`): ``reference: sft`` merges the init
     adapter's own chain and then the init adapter; ``reference: base`` merges only what lies under the init adapter
     and keeps training the adapter itself."""
-    from align.checkpoints import merged_chain_of
-
     if init_from is None or not (init_from / "adapter_config.json").is_file():
         if init_from is not None and recipe.reference == "base":
             raise ConfigError(
@@ -500,9 +500,6 @@ def policy_weights(recipe: Recipe, init_from: Path | None) -> tuple[list[str], b
 def build_policy(model_path: str, recipe: Recipe, init_from: Path | None) -> tuple[nn.Module, list[str]]:
     """The peft policy on one copy of the base weights, and the adapters merged under it (for the manifest)."""
     from peft import PeftModel, get_peft_model
-
-    from align.checkpoints import merge_chain
-    from align.models import load_causal_lm, lora_config
 
     m = recipe.model
     base = load_causal_lm(
@@ -565,8 +562,6 @@ def add_value_adapter(
     With ``value_init: reward_model`` and a LoRA reward model, the critic takes the reward model's adapter config
     and LoRA weights (with its score head in the value head, the critic starts as the reward model); otherwise a
     fresh adapter from the recipe's ``lora`` section. Returns where it started: reward_model or fresh."""
-    from align.models import lora_config
-
     started = "fresh"
     if recipe.ppo.value_init == "reward_model" and rm is not None and rm.adapter_dir is not None:
         if _value_adapter_from_reward_model(policy, rm, log):
@@ -728,10 +723,6 @@ class PPOTrainer:
         from accelerate import Accelerator
         from accelerate.utils import GradientAccumulationPlugin, set_seed
 
-        from align.models import load_tokenizer, resolve_model_path
-        from align.templates import Encoder, apply_template_choice
-        from align.tracking import setup_trackers
-
         common.quiet_known_warnings()
         self.recipe, self.cfg = recipe, recipe.ppo
         trackers = setup_trackers(recipe.run.report_to, recipe.run.wandb_project)
@@ -843,8 +834,6 @@ class PPOTrainer:
 
     def prepare_prompts(self) -> dict[str, Any]:
         """Load, tokenize and filter the prompts; returns the manifest's data entry."""
-        from align.data.prompts import load_prompts
-
         train, report = load_prompts(self.recipe.data)
         kept, too_long = [], []
         for p in train:
@@ -923,8 +912,6 @@ class PPOTrainer:
             seqs = [self.prompt_ids[i] + r for i, r in zip(idx, resp_lists)]
             raw = self.rm(messages, seqs, texts, has_eos.tolist(), batch_size=self.micro_batch_size * 2)
         else:
-            from align.data.prompts import prompt_text
-
             raw = self.reward_fn([prompt_text(m) for m in messages], texts)
         return torch.tensor(raw, dtype=torch.float32, device=self.device), texts
 
@@ -1264,14 +1251,10 @@ def _trim_jsonl(path: Path, last_iteration: int) -> None:
         return
     rows = [line for line in path.read_text().splitlines() if line.strip()]
     kept = [line for line in rows if int(json.loads(line).get("iteration", 0)) <= last_iteration]
-    from align.tracking import atomic_write_text
-
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _write_samples(path: Path, iteration: int, trainer: PPOTrainer, ro: Rollout, count: int) -> None:
-    from align.data.prompts import prompt_text
-
     with open(path, "a") as f:
         for j in range(min(count, len(ro.prompt_idx))):
             p = trainer.prompts[ro.prompt_idx[j]]
@@ -1293,8 +1276,6 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
     checkpoint, when one is due). Tests use one that raises ``KeyboardInterrupt`` to simulate an interruption.
     """
     from tqdm.auto import tqdm
-
-    from align.tracking import RunRecorder
 
     plan = common.plan_stage(recipe, log=lambda *a: None)  # its checkpoint finder knows HF checkpoints only
     if plan.action == "skip":

@@ -20,9 +20,14 @@ from typing import Any, ClassVar
 import torch
 from trl import RewardConfig, RewardTrainer
 
-from align.agreement import AgreementConfig
+from align.agreement import AgreementConfig, model_vs_humans
+from align.checkpoints import merge_chain
 from align.config import ConfigError, LoraSection, ModelSection, RunSection, SpeedSection, TemplateSection
+from align.data.prepare import prepare_preferences
 from align.data.spec import DataConfig
+from align.eval.calibration import length_correlation, pair_calibration
+from align.fast_head import install_bucketed_classifier
+from align.models import load_sequence_classifier
 from align.reward_models import score_sequences  # noqa: F401  (also imported from here by older code)
 from align.stages import common
 
@@ -102,9 +107,6 @@ def quality_report(
     margins: list[float], rewards: list[float], lengths: list[int], records: list[Any], recipe: Recipe, agreement
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Calibration, length bias and model vs humans on the eval pairs -> (metrics, manifest extras)."""
-    from align.agreement import model_vs_humans
-    from align.eval.calibration import length_correlation, pair_calibration
-
     # A fixed orientation seed, so two reward models scored on the same eval split see the same pairs flipped.
     calibration = pair_calibration(margins, seed=0)
     length = length_correlation(rewards, lengths)
@@ -133,9 +135,6 @@ def quality_report(
 
 
 def run(recipe: Recipe, callbacks: list | None = None):
-    from align.data.prepare import prepare_preferences
-    from align.models import load_sequence_classifier
-
     ctx = common.begin(recipe)
     if ctx.plan.action == "skip":
         return ctx.done_already()
@@ -177,8 +176,6 @@ def run(recipe: Recipe, callbacks: list | None = None):
         ctx.model_path, dtype=recipe.model.dtype, pad_token_id=pad_id, trust_remote_code=recipe.model.trust_remote_code
     )
     if ctx.init_from is not None:
-        from align.checkpoints import merge_chain
-
         model = merge_chain(model, ctx.merged_chain())
         ctx.weights = {
             "base": recipe.model.name_or_path,
@@ -188,8 +185,6 @@ def run(recipe: Recipe, callbacks: list | None = None):
         }
     model.config.use_cache = False
     if recipe.speed.length_buckets:
-        from align.fast_head import install_bucketed_classifier
-
         install_bucketed_classifier(model)
     trainer = common.guarded(RewardTrainer)(
         model=model,

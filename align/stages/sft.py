@@ -18,6 +18,7 @@ from trl import SFTConfig
 
 from align import fast_head
 from align.config import LoraSection, ModelSection, RunSection, SpeedSection, TemplateSection
+from align.data.prepare import prepare_sft, sft_messages
 from align.data.spec import DataConfig
 from align.stages import common
 
@@ -57,8 +58,6 @@ class Recipe:
 
 def run(recipe: Recipe, callbacks: list | None = None):
     from trl import SFTTrainer
-
-    from align.data.prepare import prepare_sft, sft_messages
 
     ctx = common.begin(recipe)
     if ctx.plan.action == "skip":
