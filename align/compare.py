@@ -27,7 +27,6 @@ import numpy as np
 
 from align import compare_stats as cs
 from align import fast_head
-from align.checkpoints import load_policy
 from align.config import import_callable
 from align.data.load import load_preferences
 from align.data.prompts import load_prompts, prompt_text
@@ -36,6 +35,7 @@ from align.eval import generation
 from align.eval.checks import run_checks
 from align.eval.generation import Sampling
 from align.reward_models import RewardModelScorer
+from align.runs import load_policy
 from align.templates import Encoder
 from align.tracking import atomic_write_text
 

@@ -266,8 +266,8 @@ def _model_vs_humans(args: Any, records: list[Any], target: Target) -> int:
     annotator (accuracy and kappa), beside the humans' own agreement ceiling. Uses the eval split unless --all."""
 
     # torch (via the reward-model loader) only for --model: the other data actions stay light
-    from align.models import load_reward_model
     from align.reward_models import score_sequences
+    from align.runs import load_reward_model
 
     labelled = [r for r in records if isinstance(r, PreferenceRecord) and r.annotations]
     if not labelled:
@@ -275,7 +275,7 @@ def _model_vs_humans(args: Any, records: list[Any], target: Target) -> int:
     if not _arg(args, "all", False):
         fraction = target.data.eval_fraction if target.data.eval_fraction > 0 else 0.1
         _, labelled = split_by_prompt(labelled, fraction, target.data.split_seed)
-    model, tok = load_reward_model(args.model)
+    model, tok, _ = load_reward_model(args.model)  # rebuilt as trained: its weights.merged chain included
     enc = Encoder(tok)
     chosen, rejected, kept = [], [], []
     for r in labelled:

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from align.checkpoints import merge_chain, merged_chain_of, read_stage_manifest
 from align.config import ConfigError, config_hash, redact, stage_dir, to_plain
 from align.data.prepare import tokenize_records
 from align.data.sources import list_data_files, resolve_builtin
@@ -30,6 +29,7 @@ from align.data.validate import check_drop_fraction
 from align.errors import NoGradientError, NonFiniteError  # noqa: F401  (re-exported: importable here as before)
 from align.modelcard import write_model_card
 from align.models import load_causal_lm, load_tokenizer, lora_config, resolve_model_path
+from align.runs import merge_chain, merged_chain_of, read_stage_manifest
 from align.stages import registry
 from align.templates import Encoder, apply_template_choice
 from align.tracking import RunRecorder, process_state, read_manifest, setup_trackers
@@ -500,6 +500,25 @@ def guarded(trainer_cls: type) -> type:
     return type(f"Guarded{trainer_cls.__name__}", (GuardedTrainerMixin, trainer_cls), {})
 
 
+def model_kwargs(section: Any, full_init: bool = False) -> dict[str, Any]:
+    """Every ``model.*`` loading field, for ``load_causal_lm`` / ``load_sequence_classifier``: dtype, revision (of
+    the recipe's hub model; a local ``init_from`` directory has none), trust_remote_code, attn_implementation."""
+    return {
+        "dtype": section.dtype,
+        "revision": None if full_init else section.revision,
+        "trust_remote_code": section.trust_remote_code,
+        "attn_implementation": section.attn_implementation,
+    }
+
+
+def base_of(recipe: Any, init_from: Path | None, log=print) -> tuple[str, str]:
+    """``(reference recorded as weights.base, local path to load)`` of the model a stage trains from: a full model
+    directory given as ``init_from`` (not an adapter) is the base itself; otherwise the recipe's model."""
+    if init_from is not None and not (init_from / "adapter_config.json").is_file():
+        return str(init_from), str(init_from)
+    return recipe.model.name_or_path, resolve_model_path(recipe.model.name_or_path, log=log)
+
+
 def resolve_init_from(path: str | None) -> Path | None:
     """A stage directory (uses its ``model/``) or an adapter/model directory."""
     if not path:
@@ -546,8 +565,9 @@ class StageContext:
         self.is_main = self.state.is_main_process
         self.plan = plan_stage(recipe, log=log if self.is_main else (lambda *a: None))
         self.out_dir = self.plan.out_dir
-        self.model_path = resolve_model_path(recipe.model.name_or_path, log=log)
         self.init_from = resolve_init_from(getattr(recipe, "init_from", None))
+        # the model the run trains from: the recipe's, or a full model directory given as init_from
+        self.base_ref, self.model_path = base_of(recipe, self.init_from, log)
         tok_src = (
             str(self.init_from)
             if self.init_from and (self.init_from / "tokenizer_config.json").exists()
@@ -595,8 +615,7 @@ class StageContext:
         self.seed_init()
         m = self.recipe.model
         loader = loader or load_causal_lm
-        model = loader(self.model_path, dtype=m.dtype, revision=m.revision, trust_remote_code=m.trust_remote_code)
-        return model
+        return loader(self.model_path, **model_kwargs(m, full_init=self.model_path != self.base_ref))
 
     def merged_chain(self, include_init: bool = True) -> list[str]:
         """Adapters merged into the base under this stage's adapter: the init adapter's own chain, then (for a
@@ -609,14 +628,10 @@ class StageContext:
     def load_policy(self, *, merge_init: bool = True):
         """The base with ``init_from`` merged into its weights (and whatever was merged under it): the new LoRA
         trains on top, and disabling it gives exactly the ``init_from`` model."""
-        model = self.load_base()
-        if self.init_from is not None and not (self.init_from / "adapter_config.json").is_file():
-            model = merge_adapter_into(model, self.init_from)  # a full model directory replaces the base
-        else:
-            model = merge_chain(model, self.merged_chain(include_init=merge_init))
+        model = merge_chain(self.load_base(), self.merged_chain(include_init=merge_init))
         model.config.use_cache = False
         self.weights = {
-            "base": self.recipe.model.name_or_path,
+            "base": self.base_ref,
             "merged": self.merged_chain(include_init=merge_init),
             "adapter": str(self.out_dir / "model"),
         }
@@ -698,10 +713,7 @@ class StageContext:
                 **extra,
             )
         if self.is_main:
-            stage = self.recipe.STAGE
-            write_model_card(
-                self.out_dir, registry.tags_of(stage), reward_model=registry.makes(stage) == "reward_model"
-            )
+            write_stage_card(self.out_dir, self.recipe.STAGE)
             self.log(f"[align] {self.recipe.STAGE} complete: {self.out_dir}")
         return self.out_dir
 
@@ -714,15 +726,10 @@ class StageContext:
         return self.out_dir
 
 
+def write_stage_card(out_dir: Path, stage: str) -> Path | None:
+    """The model card in ``<out_dir>/model``, tagged from the stage registry (every stage's finish writes it)."""
+    return write_model_card(out_dir, registry.tags_of(stage), reward_model=registry.makes(stage) == "reward_model")
+
+
 def begin(recipe: Any) -> StageContext:
     return StageContext(recipe)
-
-
-def merge_adapter_into(model: Any, adapter_dir: Path) -> Any:
-    """Apply a saved LoRA adapter and merge it, giving plain weights to train a fresh adapter on; a full model
-    directory instead replaces the base weights."""
-    if (adapter_dir / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    return load_causal_lm(str(adapter_dir), dtype=str(model.dtype).replace("torch.", ""))

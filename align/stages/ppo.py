@@ -54,12 +54,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from align.checkpoints import merge_chain, merged_chain_of
 from align.config import ConfigError, LoraSection, ModelSection, RunSection, TemplateSection, import_callable, to_plain
 from align.data.prompts import load_prompts, prompt_text
 from align.data.spec import DataConfig
 from align.eval.generation import Sampling, left_pad, neutral_defaults
-from align.models import load_causal_lm, load_tokenizer, lora_config, resolve_model_path
+from align.models import load_causal_lm, load_tokenizer, lora_config
 from align.reward_models import (  # noqa: F401  (public names recipes and tests use from here)
     RewardModelScorer,
     needs_retokenization,
@@ -67,6 +66,7 @@ from align.reward_models import (  # noqa: F401  (public names recipes and tests
     retokenize_for_reward_model,
     tokenizer_fingerprint,
 )
+from align.runs import merge_chain, merged_chain_of
 from align.stages import common
 from align.stages import ppo_math as pm
 from align.stages.common import is_complete_checkpoint  # the one completeness check every stage uses
@@ -501,17 +501,9 @@ def build_policy(model_path: str, recipe: Recipe, init_from: Path | None) -> tup
     """The peft policy on one copy of the base weights, and the adapters merged under it (for the manifest)."""
     from peft import PeftModel, get_peft_model
 
-    m = recipe.model
-    base = load_causal_lm(
-        model_path,
-        dtype=m.dtype,
-        revision=m.revision,
-        trust_remote_code=m.trust_remote_code,
-        attn_implementation=m.attn_implementation,
-    )
+    full_init = init_from is not None and not (init_from / "adapter_config.json").is_file()
+    base = load_causal_lm(model_path, **common.model_kwargs(recipe.model, full_init))  # a full init_from is the base
     chain, init_trains = policy_weights(recipe, init_from)
-    if init_from is not None and not (init_from / "adapter_config.json").is_file():
-        base = common.merge_adapter_into(base, init_from)  # a full model directory replaces the base weights
     base = merge_chain(base, chain)
     if init_trains:
         policy = PeftModel.from_pretrained(base, str(init_from), is_trainable=True)
@@ -748,8 +740,9 @@ class PPOTrainer:
         self.device = self.accelerator.device
         self.trackers = trackers
 
-        self.model_path = resolve_model_path(recipe.model.name_or_path, log=self.log)
         self.init_from = common.resolve_init_from(recipe.init_from)
+        # the model the run trains from: the recipe's, or a full model directory given as init_from
+        self.base_ref, self.model_path = common.base_of(recipe, self.init_from, self.log)
         tok_src = (
             str(self.init_from)
             if self.init_from and (self.init_from / "tokenizer_config.json").exists()
@@ -1321,7 +1314,7 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
         "processes": acc.num_processes,
         # how to rebuild the policy (align.checkpoints): base -> merge each adapter -> this stage's adapter
         "weights": {
-            "base": recipe.model.name_or_path,
+            "base": trainer.base_ref,
             "merged": trainer.merged_chain,
             "adapter": str(trainer.out_dir / "model"),
             "value_head": "value_head.safetensors",
@@ -1364,5 +1357,7 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
     recorder.finish(final, status="complete", model_dir=str(trainer.out_dir / "model"), **extra)
     if trainer.trackers:
         acc.end_training()
+    if trainer.is_main:
+        common.write_stage_card(trainer.out_dir, recipe.STAGE)  # the same card every stage's finish step writes
     log(f"[align] ppo complete: {trainer.out_dir}")
     return trainer.out_dir

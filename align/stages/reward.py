@@ -21,7 +21,6 @@ import torch
 from trl import RewardConfig, RewardTrainer
 
 from align.agreement import AgreementConfig, model_vs_humans
-from align.checkpoints import merge_chain
 from align.config import ConfigError, LoraSection, ModelSection, RunSection, SpeedSection, TemplateSection
 from align.data.prepare import prepare_preferences
 from align.data.spec import DataConfig
@@ -29,6 +28,7 @@ from align.eval.calibration import length_correlation, pair_calibration
 from align.fast_head import install_bucketed_classifier
 from align.models import load_sequence_classifier
 from align.reward_models import score_sequences  # noqa: F401  (also imported from here by older code)
+from align.runs import merge_chain
 from align.stages import common
 
 
@@ -173,12 +173,12 @@ def run(recipe: Recipe, callbacks: list | None = None):
     pad_id = ctx.tokenizer.pad_token_id
     ctx.seed_init()  # the score head is new: draw it (and the LoRA init after it) from the run's seed
     model = load_sequence_classifier(
-        ctx.model_path, dtype=recipe.model.dtype, pad_token_id=pad_id, trust_remote_code=recipe.model.trust_remote_code
+        ctx.model_path, pad_token_id=pad_id, **common.model_kwargs(recipe.model, ctx.model_path != ctx.base_ref)
     )
     if ctx.init_from is not None:
         model = merge_chain(model, ctx.merged_chain())
         ctx.weights = {
-            "base": recipe.model.name_or_path,
+            "base": ctx.base_ref,
             "merged": ctx.merged_chain(),
             "adapter": str(ctx.out_dir / "model"),
             "head": "score",
