@@ -325,66 +325,104 @@ class PPOTrainer:
         return sum(p.sum() * 0.0 for p in self.params)
 
     def train_on(self, ro: Rollout) -> dict[str, float]:
+        """``ppo_epochs`` passes over the rollout in shuffled minibatches; the mean of each minibatch's statistics.
+
+        Stops early (the rest of the epoch and all later ones) when a minibatch's approximate KL, averaged over the
+        processes, exceeds ``approx_kl_stop``."""
         cfg, acc = self.cfg, self.accelerator
-        B, R, P = ro.responses.shape[0], ro.responses.shape[1], ro.prompt_width
+        batch_size = ro.responses.shape[0]
         gen = torch.Generator().manual_seed(self.recipe.run.seed * 7919 + self.iteration * 104729 + acc.process_index)
         sums: dict[str, float] = {}
         n_minibatches = 0
         stopped = False
-        first_ratio: float | None = None  # before any update: must be 1 (rollout and training forwards agree)
+        self._first_ratio: float | None = None  # before any update: must be 1 (rollout and training forwards agree)
         for _epoch in range(cfg.ppo_epochs):
-            perm = torch.randperm(B, generator=gen).to(self.device)
-            for start in range(0, B, cfg.mini_batch_size):
-                mb = perm[start : start + cfg.mini_batch_size]
-                bad = torch.zeros((), device=self.device)
-                mb_stats: dict[str, float] = {}
-                for mstart in range(0, len(mb), self.micro_batch_size):
-                    mi = mb[mstart : mstart + self.micro_batch_size]
-                    with acc.accumulate(self.model):
-                        lead = leading_pad_columns(ro.attention_mask[mi])
-                        with self.autocast():
-                            logits, values = self.model(
-                                ro.input_ids[mi, lead:],
-                                ro.attention_mask[mi, lead:],
-                                ro.position_ids[mi, lead:],
-                                R + 1,
-                            )
-                        mask = ro.mask[mi]
-                        new_lp = self._response_logprobs(logits, ro.responses[mi])
-                        new_v = values[:, P - lead - 1 : P - lead + R - 1].float()
-                        pl, ps = pm.policy_loss(new_lp, ro.logprobs[mi], ro.advantages[mi], mask, cfg.cliprange)
-                        vl, vs = pm.value_loss(new_v, ro.values[mi], ro.returns[mi], mask, cfg.cliprange_value)
-                        with torch.set_grad_enabled(cfg.entropy_coef > 0):
-                            ent = pm.masked_mean(pm.entropy_from_logits(logits[:, :-1] / cfg.temperature), mask)
-                        loss = pl + cfg.vf_coef * vl - cfg.entropy_coef * ent
-                        if not torch.isfinite(loss.detach()):
-                            bad += 1
-                            loss = self._zero_loss()
-                        acc.backward(loss)
-                        for k, v in {
-                            "loss/policy": pl, "loss/value": vl, "loss/total": loss, "entropy": ent,
-                            "approx_kl": ps["approx_kl"], "clipfrac": ps["clipfrac"], "ratio_mean": ps["ratio_mean"],
-                            "vf_clipfrac": vs["vf_clipfrac"],
-                        }.items():  # fmt: skip
-                            mb_stats[k] = mb_stats.get(k, 0.0) + float(v.detach()) / cfg.gradient_accumulation_steps
-                        if first_ratio is None:
-                            first_ratio = float(ps["ratio_mean"])
-                        if acc.sync_gradients:
-                            for k, v in self._step(bad).items():
-                                mb_stats[f"grad_norm/{k}"] = v
+            perm = torch.randperm(batch_size, generator=gen).to(self.device)
+            for start in range(0, batch_size, cfg.mini_batch_size):
+                mb_stats = self._train_minibatch(ro, perm[start : start + cfg.mini_batch_size])
                 n_minibatches += 1
                 for k, v in mb_stats.items():
                     sums[k] = sums.get(k, 0.0) + v
-                if cfg.approx_kl_stop is not None:
-                    akl = float(acc.reduce(torch.tensor(mb_stats["approx_kl"], device=self.device), "mean"))
-                    if akl > cfg.approx_kl_stop:
-                        stopped = True
-                        break
+                stopped = cfg.approx_kl_stop is not None and self._mean_over_processes(mb_stats["approx_kl"]) > float(
+                    cfg.approx_kl_stop
+                )
+                if stopped:
+                    break
             if stopped:
                 break
         out = {k: v / max(n_minibatches, 1) for k, v in sums.items()}
-        out.update({"ppo/minibatches": n_minibatches, "ppo/early_stopped": int(stopped), "ratio_first": first_ratio})
+        out.update(
+            {"ppo/minibatches": n_minibatches, "ppo/early_stopped": int(stopped), "ratio_first": self._first_ratio}
+        )
         return out
+
+    def _mean_over_processes(self, value: float) -> float:
+        return float(self.accelerator.reduce(torch.tensor(value, device=self.device), "mean"))
+
+    def _train_minibatch(self, ro: Rollout, mb_idx: torch.Tensor) -> dict[str, float]:
+        """One optimizer step over the minibatch ``mb_idx``, accumulated over micro-batches; its statistics, each
+        averaged over the accumulation steps, plus the gradient norms of the step."""
+        acc = self.accelerator
+        nonfinite = torch.zeros((), device=self.device)  # micro-batches whose loss was not finite
+        mb_stats: dict[str, float] = {}
+        for start in range(0, len(mb_idx), self.micro_batch_size):
+            micro_idx = mb_idx[start : start + self.micro_batch_size]
+            with acc.accumulate(self.model):
+                loss, stats = self._micro_batch_loss(ro, micro_idx)
+                if not torch.isfinite(loss.detach()):
+                    nonfinite += 1
+                    loss = self._zero_loss()
+                acc.backward(loss)
+                stats = {
+                    "loss/policy": stats.pop("loss/policy"),
+                    "loss/value": stats.pop("loss/value"),
+                    "loss/total": loss,
+                    **stats,
+                }
+                for k, v in stats.items():
+                    mb_stats[k] = mb_stats.get(k, 0.0) + float(v.detach()) / self.cfg.gradient_accumulation_steps
+                if self._first_ratio is None:
+                    self._first_ratio = float(stats["ratio_mean"])
+                if acc.sync_gradients:
+                    mb_stats.update({f"grad_norm/{k}": v for k, v in self._step(nonfinite).items()})
+        return mb_stats
+
+    def _micro_batch_loss(self, ro: Rollout, micro_idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The PPO loss on rows ``micro_idx``: clipped policy loss + vf_coef * clipped value loss - entropy_coef *
+        entropy, with the statistics logged for it (``loss/total`` is added by the caller)."""
+        cfg = self.cfg
+        n_resp, prompt_width = ro.responses.shape[1], ro.prompt_width
+        lead = leading_pad_columns(ro.attention_mask[micro_idx])  # pad columns every row of this batch shares
+        with self.autocast():
+            logits, values = self.model(
+                ro.input_ids[micro_idx, lead:],
+                ro.attention_mask[micro_idx, lead:],
+                ro.position_ids[micro_idx, lead:],
+                n_resp + 1,
+            )
+        mask = ro.mask[micro_idx]
+        new_logprobs = self._response_logprobs(logits, ro.responses[micro_idx])
+        first = prompt_width - lead - 1  # the value of the state before the first response token
+        new_values = values[:, first : first + n_resp].float()
+        pg_loss, pg_stats = pm.policy_loss(
+            new_logprobs, ro.logprobs[micro_idx], ro.advantages[micro_idx], mask, cfg.cliprange
+        )
+        v_loss, v_stats = pm.value_loss(
+            new_values, ro.values[micro_idx], ro.returns[micro_idx], mask, cfg.cliprange_value
+        )
+        with torch.set_grad_enabled(cfg.entropy_coef > 0):
+            entropy = pm.masked_mean(pm.entropy_from_logits(logits[:, :-1] / cfg.temperature), mask)
+        loss = pg_loss + cfg.vf_coef * v_loss - cfg.entropy_coef * entropy
+        stats = {
+            "loss/policy": pg_loss,
+            "loss/value": v_loss,
+            "entropy": entropy,
+            "approx_kl": pg_stats["approx_kl"],
+            "clipfrac": pg_stats["clipfrac"],
+            "ratio_mean": pg_stats["ratio_mean"],
+            "vf_clipfrac": v_stats["vf_clipfrac"],
+        }
+        return loss, stats
 
     def _step(self, bad: torch.Tensor) -> dict[str, float]:
         """Clip each group's gradients, step, and return each group's norm before clipping ({} when skipped)."""
