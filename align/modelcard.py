@@ -99,7 +99,7 @@ def render_model_card(
         "## Use",
         "",
         "```python",
-        "from align.checkpoints import load_policy",
+        "from align.runs import load_policy",
         f"model, tokenizer, info = load_policy({str(weights.get('adapter', 'path/to/model'))!r})",
         "```",
         "",

@@ -354,7 +354,7 @@ def load_tokenizer(path: str, *, revision: str | None = None, trust_remote_code:
     except OSError as exc:
         raise _not_loadable(path, "tokenizer", exc) from exc
     if tok.pad_token is None:
-        # Padding is masked by position everywhere in align, so reusing EOS as PAD is safe (FAULTS 8).
+        # Padding is masked by position everywhere in align, so reusing EOS as PAD is safe (docs/faults.md #8).
         tok.pad_token = tok.eos_token
     return tok
 

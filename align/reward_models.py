@@ -2,8 +2,8 @@
 
 Used by PPO, the on-policy pairs stage, ``align compare --judge`` and best-of-n. The model comes from
 ``align.runs.load_reward_model``, which rebuilds it the way it was trained (its ``weights.merged`` chain included). Scores never depend on padding side or batch
-composition (FAULTS 11), and ids never cross vocabularies: a reward model with another tokenizer or chat template
-gets the text re-rendered in its own (FAULTS 17).
+composition (docs/faults.md #11), and ids never cross vocabularies: a reward model with another tokenizer or chat template
+gets the text re-rendered in its own (docs/faults.md #17).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 def needs_retokenization(policy_tokenizer: Any, rm_tokenizer: Any) -> bool:
     """True when policy ids cannot go to the reward model as they are: another vocabulary, or another chat template
-    (the reward model was trained on its own rendering). Ids never cross vocabularies (FAULTS 17)."""
+    (the reward model was trained on its own rendering). Ids never cross vocabularies (docs/faults.md #17)."""
     if tokenizer_fingerprint(policy_tokenizer) != tokenizer_fingerprint(rm_tokenizer):
         return True
     rm_template = getattr(rm_tokenizer, "chat_template", None)

@@ -6,8 +6,8 @@
 - resume: the last *complete* checkpoint (its ``trainer_state.json`` is written last by the HF Trainer, so a
   checkpoint without it, or without optimizer/scheduler/RNG state, was cut off and is skipped with a warning);
 - guards as a trainer mixin and callback: a non-finite loss or gradient skips that optimizer step (counted) and
-  aborts after ``run.max_nonfinite_steps`` in a row (FAULTS 14); trainable parameters that got no gradient after
-  the first step stop the run naming them (FAULTS 13);
+  aborts after ``run.max_nonfinite_steps`` in a row (docs/faults.md #14); trainable parameters that got no gradient after
+  the first step stop the run naming them (docs/faults.md #13);
 - ``metrics.jsonl`` from the trainer's logs.
 """
 
@@ -625,7 +625,7 @@ class StageContext:
         chain = merged_chain_of(self.init_from)
         return [*chain, str(self.init_from)] if include_init else chain
 
-    def load_policy(self, *, merge_init: bool = True):
+    def load_start_model(self, *, merge_init: bool = True):
         """The base with ``init_from`` merged into its weights (and whatever was merged under it): the new LoRA
         trains on top, and disabling it gives exactly the ``init_from`` model."""
         model = merge_chain(self.load_base(), self.merged_chain(include_init=merge_init))

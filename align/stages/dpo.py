@@ -3,7 +3,7 @@
     align dpo recipes/tiny/dpo.yaml
     accelerate launch -m align dpo recipes/smollm2-135m/dpo.yaml training.beta=0.2 training.loss_type=[ipo]
 
-The reference is an explicit choice (FAULTS 12):
+The reference is an explicit choice (docs/faults.md #12):
 
 - ``reference: sft`` (default): the ``init_from`` adapter (the SFT output) is merged into the base weights and a
   fresh LoRA trains on top; the reference is that model with the adapter disabled, i.e. the SFT policy.
@@ -147,11 +147,11 @@ def run(recipe: Recipe, callbacks: list | None = None):
     if ctx.init_from is not None and recipe.reference == "base":
         from peft import PeftModel
 
-        base = ctx.load_policy(merge_init=False)  # merges what lies under the init adapter, not the adapter itself
+        base = ctx.load_start_model(merge_init=False)  # merges what lies under the init adapter, not the adapter itself
         model = PeftModel.from_pretrained(base, str(ctx.init_from), is_trainable=True)
         peft_config = None
     else:
-        model = ctx.load_policy()
+        model = ctx.load_start_model()
         peft_config = ctx.peft_config("CAUSAL_LM")
     trainer = common.guarded(PreTokenizedDPOTrainer)(
         speed=recipe.speed,

@@ -4,8 +4,8 @@
     accelerate launch -m align rm recipes/smollm2-135m/rm.yaml init_from=runs/quickstart/sft
 
 The score head is trained in full and saved with the adapter (``modules_to_save``), so a save/reload round trip
-gives the same scores (FAULTS 16). Scores are read at the last non-pad token, which is the same position for left
-and right padding (FAULTS 11). Evaluation stores accuracy, margin and the reward mean/std (``reward_stats.json``,
+gives the same scores (docs/faults.md #16). Scores are read at the last non-pad token, which is the same position for left
+and right padding (docs/faults.md #11). Evaluation stores accuracy, margin and the reward mean/std (``reward_stats.json``,
 used by PPO to normalise), calibration of ``sigmoid(margin)`` (``eval_ece``, ``eval_brier``) and the correlation of
 reward with reply length (``eval_reward_length_pearson``/``_spearman``; ``align.eval.calibration``), and compares the
 model's preferences with the human annotators (``align.agreement.model_vs_humans``) when the eval split carries

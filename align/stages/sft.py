@@ -66,7 +66,7 @@ def run(recipe: Recipe, callbacks: list | None = None):
     enc = ctx.encoder(max_length=recipe.training.max_length)
     train = ctx.tokenize(data, data.train, lambda r: enc.sft(sft_messages(r)))
     evals = ctx.tokenize(data, data.eval, lambda r: enc.sft(sft_messages(r)))
-    model = ctx.load_policy()
+    model = ctx.load_start_model()
     args = recipe.training
     if not evals:
         args.eval_strategy = "no"

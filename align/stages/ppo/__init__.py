@@ -15,7 +15,7 @@ iteration:
    on (left-padded prompts, temperature/top_p, stop at EOS); a response ends after its first EOS, which stays a
    response token;
 2. scoring: the reward model scores prompt+response ids (re-tokenized with the reward model's own tokenizer and
-   template when its vocabulary or template differs from the policy's, FAULTS 17) or a ``module:function``
+   template when its vocabulary or template differs from the policy's, docs/faults.md #17) or a ``module:function``
    reward scores the texts; then the missing-EOS penalty, normalisation and clipping;
 3. per-token rewards (KL to the reference on every token, score on the last), GAE over the critic's values,
    optional advantage whitening;
