@@ -134,6 +134,8 @@ def quality_report(
     return metrics, extra
 
 
+# Over 80 lines on purpose: the stage in order (data, model, trainer, evaluation, quality figures, finish), like
+# the other TRL stages' run functions.
 def run(recipe: Recipe, callbacks: list | None = None):
     ctx = common.begin(recipe)
     if ctx.plan.action == "skip":

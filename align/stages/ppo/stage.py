@@ -42,6 +42,8 @@ def _write_samples(path: Path, iteration: int, trainer: PPOTrainer, ro: Rollout,
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+# Over 80 lines on purpose: the stage's life in order (plan, record, resume, iterate, save, card); its parts live
+# in the package's other modules, and splitting this would only pass a dozen locals around.
 def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] | None = None):
     """Run (or resume, or skip) the PPO stage; returns the stage directory.
 

@@ -71,6 +71,8 @@ def _forget_other_mixed_precision() -> None:
 class PPOTrainer:
     """Runs the iterations of one PPO stage (built by :func:`run`)."""
 
+    # Over 80 lines on purpose: builds the run's parts in dependency order (accelerator, tokenizer, prompts,
+    # policy and critic, reward, optimizer); each step is a call into recipe/policy/rollout helpers.
     def __init__(self, recipe: Recipe, plan: common.StagePlan, log=print):
         from accelerate import Accelerator
         from accelerate.utils import GradientAccumulationPlugin, set_seed
