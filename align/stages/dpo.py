@@ -147,7 +147,9 @@ def run(recipe: Recipe, callbacks: list | None = None):
     if ctx.init_from is not None and recipe.reference == "base":
         from peft import PeftModel
 
-        base = ctx.load_start_model(merge_init=False)  # merges what lies under the init adapter, not the adapter itself
+        base = ctx.load_start_model(
+            merge_init=False
+        )  # merges what lies under the init adapter, not the adapter itself
         model = PeftModel.from_pretrained(base, str(ctx.init_from), is_trainable=True)
         peft_config = None
     else:
