@@ -13,6 +13,7 @@ test-slow:
 lint:
 	$(VENV)/bin/ruff check align tests scripts
 	$(VENV)/bin/ruff format --check align tests scripts
+	$(VENV)/bin/lint-imports
 
 format:
 	$(VENV)/bin/ruff format align tests scripts

@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
-import json
+import dataclasses
 import os
 import sys
-from typing import Any
+import time
+import typing
 
-STAGES = {
-    "sft": ("align.stages.sft", "supervised fine-tuning (TRL SFTTrainer, LoRA)"),
-    "rm": ("align.stages.reward", "pairwise reward model (Bradley-Terry, LoRA + score head)"),
-    "pairs": ("align.stages.pairs", "on-policy preference pairs: sample k answers, rank with a reward model"),
-    "dpo": ("align.stages.dpo", "direct preference optimisation (TRL DPOTrainer, LoRA)"),
-    "ppo": ("align.stages.ppo", "PPO with LoRA, value head and a reward model (align's own)"),
-}
-ISSUES = {"sft": 5, "rm": 5, "dpo": 5, "ppo": 6, "pipeline": 7, "compare": 7}
+import yaml
 
+from align import models
+from align.commands import console
+from align.commands import data as data_command
+from align.commands.console import emit, emit_obj
+from align.config import list_keys, load_recipe, redact, to_plain
+from align.errors import UserError
+from align.stages import registry
 
-class NotBuilt(Exception):
-    pass
+# `align <stage>` commands: name -> (module, help), read from the stage registry (the one list of stages).
+STAGES = {name: (s.module, s.help) for name, s in registry.COMMANDS.items()}
 
 
 def explain_error(command: str, exc: BaseException) -> tuple[str, int] | None:
@@ -37,8 +37,6 @@ def explain_error(command: str, exc: BaseException) -> tuple[str, int] | None:
     failures raised by libraries are still the user's to fix and are explained here: a file that cannot be read,
     a hub model that is not cached while offline, and an experiment tracker (wandb) that rejects its key or cannot
     reach its server."""
-    from align.errors import UserError
-
     prefix = f"align {command}: error:"
     if isinstance(exc, UserError):
         return f"{prefix} {_one_paragraph(str(exc))}", 2
@@ -80,16 +78,7 @@ def _one_paragraph(text: str) -> str:
     return "\n".join(line for line in text.strip().splitlines() if line.strip())
 
 
-def _stage_module(stage: str):
-    mod_name = STAGES[stage][0] if stage in STAGES else f"align.{stage}"
-    try:
-        return importlib.import_module(mod_name)
-    except ModuleNotFoundError as e:
-        if e.name == mod_name:
-            raise NotBuilt(stage) from None
-        raise
-
-
+# Over 80 lines on purpose: declarations of every command's options, no logic.
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="align",
@@ -197,35 +186,14 @@ def _recipe_args(sp: argparse.ArgumentParser) -> None:
 
 
 # Results (--dry-run YAML, --json, tables) go to the real stdout; everything else a command prints, ours or a
-# library's (transformers prints "[INFO] Running in WANDB offline mode" to stdout on import), goes to stderr.
-RESULT_OUT: Any = None
-
-
-def emit(text: str) -> None:
-    out = RESULT_OUT or sys.stdout
-    try:
-        print(text, file=out, flush=True)
-    except BrokenPipeError:  # `align data ... --json | head`: the reader left, which is fine
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
-
-
-def _print(obj: Any, as_json: bool) -> None:
-    emit(json.dumps(obj, indent=2, default=str) if as_json else str(obj))
+# library's, goes to stderr: see align.commands.console (``emit`` is re-exported here for callers of align.cli).
+__all__ = ["STAGES", "build_parser", "emit", "explain_error", "main", "run_models", "run_stage"]
 
 
 def run_stage(stage: str, args: argparse.Namespace) -> int:
-    import yaml
-
-    from align.config import list_keys, load_recipe, redact, to_plain
-
-    module = _stage_module(stage)
+    module = registry.module_of(stage)
     recipe_cls = module.Recipe
     if args.list_keys:
-        import dataclasses
-        import typing
-
         hints = typing.get_type_hints(recipe_cls)
         if args.list_keys not in hints:
             print(
@@ -251,12 +219,10 @@ def _is_main_process() -> bool:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from align import models
-
     if args.models_command == "list":
         rows = models.builtin_status()
         if args.json:
-            _print(rows, True)
+            emit_obj(rows, True)
         else:
             for r in rows:
                 emit(
@@ -264,8 +230,6 @@ def run_models(args: argparse.Namespace) -> int:
                 )
         return 0
     if args.models_command == "fetch":
-        import time
-
         t0 = time.time()
         path = models.fetch_builtin(args.name, force=args.force)
         print(f"[align] {args.name}: {path} ({time.time() - t0:.1f} s)")
@@ -275,13 +239,12 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global RESULT_OUT
-    RESULT_OUT = sys.stdout
+    console.RESULT_OUT = sys.stdout
     try:
         with contextlib.redirect_stdout(sys.stderr):
             return _main(argv)
     finally:
-        RESULT_OUT = None  # outside a command, results go to whatever stdout is then (not a stale, closed one)
+        console.RESULT_OUT = None  # outside a command, results go to whatever stdout is then (not a stale, closed one)
 
 
 def _main(argv: list[str] | None) -> int:
@@ -297,7 +260,7 @@ def _main(argv: list[str] | None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     if not args.command:
-        parser.print_help(file=RESULT_OUT or sys.stdout)
+        parser.print_help(file=console.RESULT_OUT or sys.stdout)
         return 0
     debug = bool(os.environ.get("ALIGN_DEBUG"))
     try:
@@ -311,18 +274,18 @@ def _main(argv: list[str] | None) -> int:
             return run_stage(args.command, args)
         if args.command == "models":
             return run_models(args)
+        # pipeline and compare load torch and transformers on import (via the stages and the scorer), which
+        # `align --help`, `align data` and `align models` should not wait for: imported when chosen.
         if args.command == "pipeline":
-            return _stage_module("pipeline").main(args)
+            from align.commands import pipeline as pipeline_command
+
+            return pipeline_command.main(args)
         if args.command == "data":
-            return _stage_module("data.commands").main(args)
+            return data_command.main(args)
         if args.command == "compare":
-            return _stage_module("compare").main(args)
-    except NotBuilt as e:
-        name = str(e)
-        issue = ISSUES.get(name.split(".")[0])
-        where = f" (tracked in issue #{issue})" if issue else ""
-        print(f"align {args.command}: this command is not built yet{where}.", file=sys.stderr)
-        return 3
+            from align.commands import compare as compare_command
+
+            return compare_command.main(args)
     except KeyboardInterrupt:
         print(f"\nalign {args.command}: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130

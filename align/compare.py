@@ -26,9 +26,18 @@ from typing import Any
 import numpy as np
 
 from align import compare_stats as cs
+from align import fast_head
+from align.config import import_callable
+from align.data.load import load_preferences
+from align.data.prompts import load_prompts, prompt_text
+from align.data.spec import DataConfig, SourceSpec
 from align.eval import generation
+from align.eval.checks import run_checks
 from align.eval.generation import Sampling
 from align.reward_models import RewardModelScorer
+from align.runs import load_policy
+from align.templates import Encoder
+from align.tracking import atomic_write_text
 
 BON_PREFIX = "bon:"
 
@@ -92,7 +101,6 @@ def generate(
 ) -> list[dict[str, Any]]:
     """Answers through the one generation path (align.eval.generation): the recipe's sampling settings and nothing
     from the model's own generation config; responses cut after their first EOS."""
-    from align.templates import Encoder
 
     enc = Encoder(tok)
     sampling = Sampling(
@@ -117,8 +125,6 @@ def response_logratio(
     49K-way softmaxes were most of this pass. ``policy``: the same policy with its adapter merged (faster: no
     adapter matmuls) for the adapter-on pass. Rows are batched in length order, so a batch carries little padding."""
     import torch
-
-    from align import fast_head
 
     width_r = max(max(len(s["response_ids"]) for s in samples), 1)
     pol = np.zeros((len(samples), width_r))
@@ -186,8 +192,6 @@ def load_judge(judge: str, policy_tokenizer: Any, dtype: str = "float32", log=pr
     """A reward model (``align rm`` run dir, adapter dir or full model, rebuilt with the adapters merged under it)
     or a ``module:function`` reward."""
     if ":" in judge and not Path(judge).exists():
-        from align.config import import_callable
-
         return {"kind": "function", "fn": import_callable(judge, f"--judge {judge!r}"), "id": judge}
     scorer = RewardModelScorer(judge, policy_tokenizer, dtype=dtype, log=log)
     return {"kind": "model", "scorer": scorer, "id": str(scorer.model_dir.resolve())}
@@ -196,8 +200,6 @@ def load_judge(judge: str, policy_tokenizer: Any, dtype: str = "float32", log=pr
 def judge_scores(
     judge: dict[str, Any], prompts: list[list[dict]], texts: list[str], ended: list[bool], batch_size: int
 ) -> list[float]:
-    from align.data.prompts import prompt_text
-
     if judge["kind"] == "function":
         return [float(x) for x in judge["fn"]([prompt_text(p) for p in prompts], texts)]
     return judge["scorer"].score_texts(prompts, texts, ended, batch_size=batch_size)
@@ -205,8 +207,6 @@ def judge_scores(
 
 def implicit_margins(model: Any, tok: Any, pairs: list[Any], batch_size: int) -> list[float]:
     """DPO implicit-reward margins (up to beta) on held-out pairs: policy-vs-reference log-ratio, chosen - rejected."""
-    from align.templates import Encoder
-
     enc = Encoder(tok)
     samples = []
     for r in pairs:
@@ -234,9 +234,6 @@ def _display_name(ckpt: str, info: dict[str, Any], taken: set[str]) -> str:
 
 def load_prompt_records(source: str, limit: int | None) -> list[Any]:
     """The held-out prompts (``PromptRecord``: messages and, where the source carries them, objective checks)."""
-    from align.data.prompts import load_prompts
-    from align.data.spec import DataConfig, SourceSpec
-
     prompts, _ = load_prompts(DataConfig(sources=[SourceSpec(path=source)], eval_fraction=0.0))
     return prompts[:limit] if limit else prompts
 
@@ -244,9 +241,6 @@ def load_prompt_records(source: str, limit: int | None) -> list[Any]:
 def load_pairs(source: str | None, limit: int) -> list[Any]:
     if not source:
         return []
-    from align.data.load import load_preferences
-    from align.data.spec import DataConfig, SourceSpec
-
     data = load_preferences(DataConfig(sources=[SourceSpec(path=source)], eval_fraction=0.0, max_drop_fraction=1.0))
     return (data.train + data.eval)[:limit]
 
@@ -269,8 +263,6 @@ def best_of_n_kl_bound(n: int) -> float:
 def _policy_entry(ckpt: str, prompts: list, pairs: list, cfg: CompareConfig, log) -> tuple[dict[str, Any], Any]:
     """Answers of one checkpoint (generated from a merged copy: fast), its KL to its own training reference (sampled
     at temperature 1, plus the sum along the answers shown) and its implicit-reward accuracy."""
-    from align.checkpoints import load_policy
-
     model, tok, info = load_policy(ckpt, dtype=cfg.dtype, log=log)
     fast = generation.merged_copy(model) if info.get("adapter") else model
     tg = time.time()
@@ -310,8 +302,6 @@ def kl_to_reference(model: Any, fast: Any, tok: Any, prompts: list, shown: list,
 def _best_of_n_entry(ckpt: str, prompts: list, cfg: CompareConfig, log) -> tuple[dict[str, Any], Any]:
     """Best of n answers (sampled at ``bon_temperature``) under ``bon_reward_model``: what that reward model can buy
     without any training, at a KL of at most log n - (n-1)/n from the sampling policy."""
-    from align.checkpoints import load_policy
-
     run, n = parse_best_of_n(ckpt)
     if not cfg.bon_reward_model:
         raise ValueError(f"{ckpt}: best-of-n needs compare.bon_reward_model (the reward-model run that picks).")
@@ -386,9 +376,6 @@ def _check_outcomes(records: list, results: dict[str, dict[str, Any]], cfg: Comp
     checks = [getattr(r, "checks", None) for r in records]
     if not cfg.checks or (not any(checks) and not cfg.custom_checks):
         return None
-    from align.config import import_callable
-    from align.eval.checks import run_checks
-
     custom = import_callable(cfg.custom_checks, "compare.custom_checks") if cfg.custom_checks else None
     return {
         name: run_checks(checks, [s["text"] for s in e["samples"]], [s["eos"] for s in e["samples"]], custom=custom)
@@ -610,8 +597,6 @@ def _win_matrix_section(report: dict[str, Any]) -> list[str]:
 
 
 def _examples(results: dict[str, dict[str, Any]], prompts: list, cfg: CompareConfig) -> list[str]:
-    from align.data.prompts import prompt_text
-
     lines = []
     for i in range(min(cfg.n_examples, len(prompts))):
         lines += [f"**Prompt:** {prompt_text(prompts[i])}", ""]
@@ -699,8 +684,6 @@ def _plot_checks(report: dict[str, Any], out_dir: Path, plt: Any) -> str:
 def write_report(
     report: dict[str, Any], results: dict[str, dict[str, Any]], prompts: list, out_dir: Path, cfg: CompareConfig
 ) -> None:
-    from align.tracking import atomic_write_text
-
     report["plots"] = write_plots(report, results, out_dir)
     samples = {
         n: [
@@ -712,29 +695,3 @@ def write_report(
     atomic_write_text(out_dir / "samples.json", json.dumps(samples, indent=1))
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2, default=float))
     atomic_write_text(out_dir / "report.md", render_markdown(report, results, prompts, cfg))
-
-
-def main(args: Any) -> int:
-    """`align compare` entry point (parsed arguments in, exit code out)."""
-    from align.cli import emit
-
-    cfg = CompareConfig(
-        checkpoints=list(args.checkpoints),
-        judge=args.judge,
-        prompts=args.prompts or CompareConfig.prompts,
-        output=args.output or "runs/compare",
-    )
-    keys = ("max_prompts", "max_new_tokens", "temperature", "pairs", "reference", "seed", "kl_samples", "dtype")
-    for key in (*keys, "bon_reward_model", "batch_size"):
-        if getattr(args, key, None) is not None:
-            setattr(cfg, key, getattr(args, key))
-    try:
-        report = run_compare(cfg)
-    except ValueError as e:
-        from align.config import ConfigError
-
-        raise ConfigError(str(e)) from None
-    for w in report["warnings"]:
-        emit(f"WARNING: {w}")
-    emit(f"report: {Path(cfg.output) / 'report.md'}")
-    return 0

@@ -359,6 +359,7 @@ def _length_support(x: np.ndarray) -> tuple[int, int]:
     return needed, available
 
 
+# Over 80 lines on purpose: the estimator's steps in order (design, fit, counterfactual, interval), read as one.
 def length_controlled_win_rate(
     scores_a: object,
     scores_b: object,

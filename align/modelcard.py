@@ -12,15 +12,10 @@ from typing import Any
 
 import yaml
 
+from align.tracking import atomic_write_text, read_manifest
+
 # Hub ids of the built-in models, for the card's `base_model` field.
 BASE_IDS = {"builtin:smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
-STAGE_TAGS = {
-    "sft": ["sft"],
-    "rm": ["reward-model"],
-    "judge": ["reward-model"],
-    "dpo": ["dpo"],
-    "ppo": ["ppo", "rlhf"],
-}
 KEY_METRICS = (
     "train_loss",
     "eval_loss",
@@ -39,15 +34,19 @@ KEY_METRICS = (
 )
 
 
-def render_model_card(manifest: dict[str, Any], config_text: str = "") -> str:
+def render_model_card(
+    manifest: dict[str, Any], config_text: str = "", tags: list[str] | None = None, reward_model: bool = False
+) -> str:
+    """The card's text. ``tags``: the stage's tags (from the stage registry; default the stage's name);
+    ``reward_model``: the checkpoint scores text rather than generating it."""
     stage = manifest.get("stage", "?")
     weights = manifest.get("weights") or {}
     base = weights.get("base") or manifest.get("model", "")
     front = {
         "base_model": BASE_IDS.get(base, base),
         "library_name": "peft",
-        "tags": ["align", "lora", *STAGE_TAGS.get(stage, [stage])],
-        "pipeline_tag": "text-classification" if stage in ("rm", "judge") else "text-generation",
+        "tags": ["align", "lora", *(tags or [stage])],
+        "pipeline_tag": "text-classification" if reward_model else "text-generation",
     }
     lines = [
         "---",
@@ -100,7 +99,7 @@ def render_model_card(manifest: dict[str, Any], config_text: str = "") -> str:
         "## Use",
         "",
         "```python",
-        "from align.checkpoints import load_policy",
+        "from align.runs import load_policy",
         f"model, tokenizer, info = load_policy({str(weights.get('adapter', 'path/to/model'))!r})",
         "```",
         "",
@@ -157,14 +156,13 @@ def _reward_quality(manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_model_card(stage_dir: str | Path) -> Path | None:
-    from align.tracking import atomic_write_text, read_manifest
-
+def write_model_card(stage_dir: str | Path, tags: list[str] | None = None, reward_model: bool = False) -> Path | None:
     stage_dir = Path(stage_dir)
     manifest = read_manifest(stage_dir)
     if not manifest or not (stage_dir / "model").is_dir():
         return None
     cfg = stage_dir / "config.yaml"
     out = stage_dir / "model" / "README.md"
-    atomic_write_text(out, render_model_card(manifest, cfg.read_text() if cfg.is_file() else ""))
+    text = render_model_card(manifest, cfg.read_text() if cfg.is_file() else "", tags, reward_model)
+    atomic_write_text(out, text)
     return out

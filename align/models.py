@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from align.errors import ModelError  # noqa: F401  (re-exported: importable here as before)
+from align.tracking import files_complete
 
 MARKER = "align-cache.json"
 BUILTIN_PREFIX = "builtin:"
@@ -74,8 +75,6 @@ def cache_dir(name: str) -> Path:
 
 def is_complete(path: Path) -> bool:
     """True when ``path`` holds a finished cache entry: marker present and every listed file at its size."""
-    from align.tracking import files_complete
-
     return files_complete(path, MARKER)
 
 
@@ -355,7 +354,7 @@ def load_tokenizer(path: str, *, revision: str | None = None, trust_remote_code:
     except OSError as exc:
         raise _not_loadable(path, "tokenizer", exc) from exc
     if tok.pad_token is None:
-        # Padding is masked by position everywhere in align, so reusing EOS as PAD is safe (FAULTS 8).
+        # Padding is masked by position everywhere in align, so reusing EOS as PAD is safe (docs/faults.md #8).
         tok.pad_token = tok.eos_token
     return tok
 
@@ -390,6 +389,7 @@ def load_sequence_classifier(
     revision: str | None = None,
     trust_remote_code: bool = False,
     pad_token_id: int | None = None,
+    attn_implementation: str | None = None,
 ):
     """A reward model: the base with a one-output score head (new head when ``path`` is a causal LM)."""
     from transformers import AutoModelForSequenceClassification
@@ -402,8 +402,14 @@ def load_sequence_classifier(
     try:
         if fresh_head:
             hf_logging.set_verbosity_error()
+        extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, dtype=torch_dtype(dtype), revision=revision, trust_remote_code=trust_remote_code
+            path,
+            num_labels=1,
+            dtype=torch_dtype(dtype),
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            **extra,
         )
     except OSError as exc:
         raise _not_loadable(path, "model", exc) from exc
@@ -444,20 +450,9 @@ def lora_config(section, task_type: str, modules_to_save: list[str] | None = Non
 
 
 def load_reward_model(path: str, *, dtype: str = "float32"):
-    """A reward model saved by ``align rm``: a LoRA adapter + score head (merged here for fast scoring) or a full
-    sequence-classification model. Stock equivalent: ``AutoPeftModelForSequenceClassification.from_pretrained(
-    path, num_labels=1)`` (``num_labels=1`` matters: the base model's config says 2)."""
-    p = Path(path)
-    if (p / "model").is_dir():
-        p = p / "model"
-    if (p / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForSequenceClassification
+    """``(model, tokenizer)`` of a reward model saved by ``align rm``, rebuilt as it was trained (its merged chain
+    included): ``align.runs.load_reward_model`` without the info dict, kept here for callers of this name."""
+    from align.runs import load_reward_model as load  # align.runs imports this module: a real cycle
 
-        model = AutoPeftModelForSequenceClassification.from_pretrained(str(p), num_labels=1, dtype=torch_dtype(dtype))
-        model = model.merge_and_unload()
-    else:
-        model = load_sequence_classifier(str(p), dtype=dtype)
-    tok = load_tokenizer(str(p))
-    model.config.pad_token_id = tok.pad_token_id
-    model.eval()
+    model, tok, _ = load(path, dtype=dtype)
     return model, tok

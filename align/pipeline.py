@@ -30,18 +30,29 @@ from typing import Any
 
 import yaml
 
-from align.config import ConfigError, deep_merge, parse_overrides, read_yaml, resolve_raw
-from align.tracking import process_state
+from align.compare import CompareConfig, run_compare
+from align.config import (
+    ConfigError,
+    build_dataclass,
+    config_hash,
+    deep_merge,
+    load_recipe_dict,
+    parse_overrides,
+    read_yaml,
+    resolve_raw,
+    unknown_key_message,
+)
+from align.data.card import card_hash_for
+from align.data.check import check_data
+from align.data.prepare import prepare_preferences
+from align.data.spec import DataConfig, DataError
+from align.stages import registry
+from align.stages.common import data_file_hashes, semantic_hash
+from align.tracking import atomic_write_text, process_state, read_manifest
 
-STAGE_ORDER = ("data", "sft", "rm", "judge", "pairs", "dpo", "ppo", "compare")
-TRAINING_STAGES = {
-    "sft": "align.stages.sft",
-    "rm": "align.stages.reward",
-    "judge": "align.stages.reward",
-    "pairs": "align.stages.pairs",
-    "dpo": "align.stages.dpo",
-    "ppo": "align.stages.ppo",
-}
+# Read from the stage registry (align/stages/registry.py), the one list of stages; kept under these names for callers.
+STAGE_ORDER = registry.ORDER
+TRAINING_STAGES = {name: s.module for name, s in registry.TRAINING.items()}
 SHARED = ("model", "template", "lora", "data", "agreement", "speed")
 TOP_KEYS = {"name", "root", "seed", "stages", "rm_from_sft", "report_to", *SHARED, *STAGE_ORDER}
 
@@ -63,20 +74,17 @@ def build_pipeline(
     path: str | None, overrides: list[str] | None = None, raw: dict[str, Any] | None = None
 ) -> Pipeline:
     """Read and validate the whole pipeline recipe; every stage's recipe is built here (fail fast)."""
-    from align.config import load_recipe_dict
 
     data = raw if raw is not None else read_yaml(path) if path else {}
     data = deep_merge(data, parse_overrides(overrides or []))
-    stage_sections = {k: data[k] for k in data if k in TRAINING_STAGES or k in ("compare", *SHARED)}
+    stage_sections = {k: data[k] for k in data if k in registry.BY_NAME or k in SHARED}
     data = {**resolve_raw({k: v for k, v in data.items() if k not in stage_sections}), **stage_sections}
     unknown = sorted(set(data) - TOP_KEYS)
     if unknown:
-        from align.config import unknown_key_message
-
         raise ConfigError(unknown_key_message(unknown[0], sorted(TOP_KEYS), "the pipeline recipe"))
     name = str(data.get("name") or "pipeline")
     root = str(data.get("root") or "runs")
-    stages = list(data.get("stages") or ["data", "sft", "rm", "dpo", "compare"])
+    stages = list(data.get("stages") or registry.DEFAULT_PIPELINE)
     bad = [s for s in stages if s not in STAGE_ORDER]
     if bad:
         raise ConfigError(f"stages: unknown stage(s) {bad}; choose from {', '.join(STAGE_ORDER)}.")
@@ -90,38 +98,30 @@ def build_pipeline(
     }
 
     def wired(stage: str) -> dict[str, Any]:
-        sec = dict(data.get(stage) or {})
-        if stage in ("rm",) and data.get("rm_from_sft", True) and "sft" in stages:
-            sec.setdefault("init_from", str(pipe.stage_dir("sft")))
-        if stage in ("dpo", "ppo") and "sft" in stages:
-            sec.setdefault("init_from", str(pipe.stage_dir("sft")))
-        if stage == "ppo" and "rm" in stages and "reward_fn" not in sec:
-            sec.setdefault("reward_model", str(pipe.stage_dir("rm")))
-        if stage == "pairs":
-            if "sft" in stages:
-                sec.setdefault("init_from", str(pipe.stage_dir("sft")))
-            if "rm" in stages:
-                sec.setdefault("reward_model", str(pipe.stage_dir("rm")))
-        if stage == "dpo" and "pairs" in stages and "sources" not in (sec.get("data") or {}):
-            # DPO trains on the on-policy pairs; the shared data section still gives the split and drop settings.
-            pairs_file = pipe.stage_dir("pairs") / "pairs.jsonl"
-            sec["data"] = {**(sec.get("data") or {}), "sources": [{"path": str(pairs_file)}]}
-        if stage == "judge":
-            sec.setdefault("train_on", "eval")
+        """The stage's section with the registry's wiring filled in where the section does not set it."""
+        spec = registry.spec(stage)
+        sec = {**spec.defaults, **dict(data.get(stage) or {})}
+        start = spec.starts_from
+        if start in stages and not (stage == "rm" and not data.get("rm_from_sft", True)):
+            sec.setdefault("init_from", str(pipe.stage_dir(start)))
+        if spec.scores_with in stages and "reward_fn" not in sec:
+            sec.setdefault("reward_model", str(pipe.stage_dir(spec.scores_with)))
+        if spec.trains_on in stages and "sources" not in (sec.get("data") or {}):
+            # trains on the earlier stage's output; the shared data section still gives the split and drop settings
+            made = pipe.stage_dir(spec.trains_on) / f"{spec.trains_on}.jsonl"
+            sec["data"] = {**(sec.get("data") or {}), "sources": [{"path": str(made)}]}
         return sec
 
     for stage in stages:
-        if stage == "data":
+        if registry.makes(stage) == "data":
             pipe.data = resolve_raw({"data": data.get("data"), "agreement": data.get("agreement")})
             if not isinstance(pipe.data["data"], dict):
                 raise ConfigError("The data stage needs a top-level data section (the preference data).")
             continue
-        if stage == "compare":
+        if registry.makes(stage) == "report":
             pipe.compare = dict(data.get("compare") or {})
             continue
-        import importlib
-
-        module = importlib.import_module(TRAINING_STAGES[stage])
+        module = registry.module_of(stage)
         fields = set(module.Recipe.__dataclass_fields__)
         stage_dict = {k: v for k, v in data.items() if k in SHARED and k in fields and v is not None}
         stage_dict = deep_merge(stage_dict, wired(stage))
@@ -130,9 +130,9 @@ def build_pipeline(
             recipe = load_recipe_dict(module.Recipe, stage_dict)
         except ConfigError as e:
             raise ConfigError(f"[{stage}] {e}") from None
-        if stage == "judge":
-            recipe.STAGE = "judge"  # type: ignore[misc]  # its own run directory
-            recipe.training.output_dir = str(pipe.stage_dir("judge") / "checkpoints")
+        if recipe.STAGE != stage:  # a second stage of the same module (the judge): its own run directory
+            recipe.STAGE = stage  # type: ignore[misc]
+            recipe.training.output_dir = str(pipe.stage_dir(stage) / "checkpoints")
         pipe.recipes[stage] = recipe
     return pipe
 
@@ -148,10 +148,6 @@ def _move_aside(path: Path, log) -> None:
 
 def run_data_stage(pipe: Pipeline, log=print) -> dict[str, Any]:
     """Validate the data, apply the agreement gate, write the data card and drop report into runs/<name>/data."""
-    from align.data.card import card_hash_for
-    from align.data.commands import main as data_main
-    from align.tracking import atomic_write_text, read_manifest
-
     out = pipe.stage_dir("data")
     recipe_text = yaml.safe_dump({k: v for k, v in pipe.data.items() if v is not None}, sort_keys=True)
     inputs = {"recipe": recipe_text, "files": _source_hashes(pipe.data["data"])}
@@ -164,25 +160,12 @@ def run_data_stage(pipe: Pipeline, log=print) -> dict[str, Any]:
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "recipe.yaml", recipe_text)
-        from types import SimpleNamespace
-
-        common = dict(
-            source=str(out / "recipe.yaml"),
-            format="auto",
-            json=True,
-            output=str(out),
-            name="data",
-            eval_fraction=None,
-            max_drop_fraction=None,
-            sft=False,
-            seed=None,
-            tokenizer=None,
-        )
         t0 = time.time()
-        for action in ("validate", "card"):
-            rc = data_main(SimpleNamespace(data_command=action, **common))
-            if rc != 0:
-                raise ConfigError(f"[data] `align data {action}` failed (exit {rc}); see the message above.")
+        try:
+            checked = check_data(out / "recipe.yaml", out, name="data")
+        except DataError as e:
+            raise ConfigError(f"[data] {e}") from None
+        log(f"[align] data: {checked['report']['kept']} of {checked['report']['total']} rows kept; card in {out}")
         card = json.loads((out / "data.json").read_text())
         manifest = {
             "stage": "data",
@@ -197,30 +180,34 @@ def run_data_stage(pipe: Pipeline, log=print) -> dict[str, Any]:
     return read_manifest(out) or {}
 
 
-def run_compare_stage(pipe: Pipeline, log=print) -> dict[str, Any]:
-    from align.compare import CompareConfig, run_compare
-    from align.config import build_dataclass
-    from align.tracking import atomic_write_text, read_manifest
+def _stage_making(pipe: Pipeline, what: str) -> list[str]:
+    """The pipeline's stages that make ``what`` ("policy", "reward_model", ...), in order (from the registry)."""
+    return [s for s in pipe.stages if registry.makes(s) == what]
 
-    out = pipe.stage_dir("compare")
+
+def run_compare_stage(pipe: Pipeline, log=print) -> dict[str, Any]:
+    """Compare the pipeline's policies (base first) under the last reward model it trained (the judge, when it has
+    one); the first policy stage (SFT) is the reference, and best-of-n samples it under the first reward model."""
+    out = pipe.stage_dir(_stage_making(pipe, "report")[0])
     sec = dict(pipe.compare)
     include_base = sec.pop("include_base", True)
-    ckpts = [str(pipe.stage_dir(s)) for s in ("sft", "dpo", "ppo") if s in pipe.stages]
+    policies = _stage_making(pipe, "policy")
+    reward_models = _stage_making(pipe, "reward_model")
+    ckpts = [str(pipe.stage_dir(s)) for s in policies]
     best_of_n = sec.pop("best_of_n", None) or []
-    if best_of_n and "sft" in pipe.stages:
+    if best_of_n and policies:
         # What the reward model buys without training: the best of n SFT answers under the RM (not the judge).
         ns = best_of_n if isinstance(best_of_n, list) else [best_of_n]
-        ckpts += [f"bon:{pipe.stage_dir('sft')}@{int(n)}" for n in ns]
-        if "rm" in pipe.stages:
-            sec.setdefault("bon_reward_model", str(pipe.stage_dir("rm")))
+        ckpts += [f"bon:{pipe.stage_dir(policies[0])}@{int(n)}" for n in ns]
+        if reward_models:
+            sec.setdefault("bon_reward_model", str(pipe.stage_dir(reward_models[0])))
     base = next((r.model.name_or_path for r in pipe.recipes.values()), None)
     if include_base and base:
         ckpts = [base, *ckpts]
     sec.setdefault("checkpoints", ckpts)
-    judge_stage = "judge" if "judge" in pipe.stages else "rm" if "rm" in pipe.stages else None
-    if judge_stage:
-        sec.setdefault("judge", str(pipe.stage_dir(judge_stage)))
-    sec.setdefault("reference", "sft" if "sft" in pipe.stages else None)
+    if reward_models:
+        sec.setdefault("judge", str(pipe.stage_dir(reward_models[-1])))
+    sec.setdefault("reference", policies[0] if policies else None)
     sec["output"] = str(out)
     cfg = build_dataclass(CompareConfig, sec, "compare")
     upstream = {c: (read_manifest(c) or {}).get("ended_at") for c in [*cfg.checkpoints, cfg.judge or ""]}
@@ -230,12 +217,12 @@ def run_compare_stage(pipe: Pipeline, log=print) -> dict[str, Any]:
         log(f"[align] compare already done in {out}; skipping")
         return m
     pairs = None
-    if "dpo" in pipe.stages:
-        from align.data.prepare import prepare_preferences
-
+    preference_trained = [s for s in policies if registry.spec(s).trains_on is not None]
+    if preference_trained:
         # Held-out human-labelled pairs for DPO's implicit-reward accuracy: DPO's own data, or, when DPO trains on
         # on-policy pairs (all from training prompts), the preference data those pairs were sampled for.
-        src = pipe.recipes["pairs"] if "pairs" in pipe.stages else pipe.recipes["dpo"]
+        spec = registry.spec(preference_trained[0])
+        src = pipe.recipes[spec.trains_on] if spec.trains_on in pipe.stages else pipe.recipes[spec.name]
         pairs = prepare_preferences(src.data, src.agreement).eval[: cfg.max_pairs]
     state = process_state()
     if state.is_main_process:
@@ -262,8 +249,6 @@ def run_compare_stage(pipe: Pipeline, log=print) -> dict[str, Any]:
 def _set_aside_if_stale(out: Path, recipe: Any, state: Any, log) -> None:
     """A stage directory made from other inputs (its recipe, data or an upstream stage changed) cannot be resumed or
     skipped: in a pipeline it is moved aside and the stage runs again (the stage command alone refuses instead)."""
-    from align.stages.common import semantic_hash
-    from align.tracking import read_manifest
 
     m = read_manifest(out)
     if m and m.get("config_hash") and m["config_hash"] != semantic_hash(recipe):
@@ -276,8 +261,6 @@ def _set_aside_if_stale(out: Path, recipe: Any, state: Any, log) -> None:
 def run_pipeline(
     pipe: Pipeline, *, from_stage: str | None = None, only: str | None = None, log=print
 ) -> dict[str, Any]:
-    import importlib
-
     for flag, value in (("--from", from_stage), ("--only", only)):
         if value and value not in pipe.stages:
             raise ConfigError(f"{flag} {value}: this pipeline's stages are {', '.join(pipe.stages)}.")
@@ -296,15 +279,14 @@ def run_pipeline(
     for stage in selected:
         t0 = time.time()
         log(f"[align] pipeline {pipe.name}: stage {stage}")
-        if stage == "data":
+        if registry.makes(stage) == "data":
             run_data_stage(pipe, log=log)
-        elif stage == "compare":
+        elif registry.makes(stage) == "report":
             run_compare_stage(pipe, log=log)
         else:
             recipe = pipe.recipes[stage]
             _set_aside_if_stale(pipe.stage_dir(stage), recipe, state, log)
-            module = importlib.import_module(TRAINING_STAGES[stage])
-            module.run(recipe)
+            registry.module_of(stage).run(recipe)
         gc.collect()
         timings[stage] = round(time.time() - t0, 1)
     summary = {
@@ -319,38 +301,10 @@ def run_pipeline(
 
 
 def _source_hashes(data_section: dict[str, Any] | None) -> dict[str, str]:
-    from align.data.spec import DataConfig
-    from align.stages.common import data_file_hashes
 
     return data_file_hashes(DataConfig.from_dict(data_section or {}))
 
 
 def _hash(obj: dict[str, Any]) -> str:
-    from align.config import config_hash
 
     return config_hash(obj, ignore=())
-
-
-def main(args: Any) -> int:
-    """`align pipeline RECIPE [key=value ...] [--from S | --only S] [--dry-run]`."""
-    from align.cli import emit
-    from align.config import redact, to_plain
-
-    if not args.recipe:
-        raise ConfigError("give a pipeline recipe, e.g. align pipeline recipes/quickstart.yaml")
-    if args.from_stage and args.only:
-        raise ConfigError("use --from or --only, not both.")
-    pipe = build_pipeline(args.recipe, args.overrides)
-    if args.dry_run:
-        plan = {
-            "name": pipe.name,
-            "root": pipe.root,
-            "stages": pipe.stages,
-            "recipes": {s: redact(to_plain(r)) for s, r in pipe.recipes.items()},
-            "data": pipe.data,
-            "compare": pipe.compare,
-        }
-        emit(yaml.safe_dump(plan, sort_keys=False).rstrip("\n"))
-        return 0
-    run_pipeline(pipe, from_stage=args.from_stage, only=args.only)
-    return 0

@@ -1,10 +1,9 @@
 """Reward models as scorers: the one way align loads a reward-model run and scores prompt+response pairs.
 
-Used by PPO, the on-policy pairs stage, ``align compare --judge`` and best-of-n. A LoRA reward model is rebuilt the
-way it was trained: base -> every adapter its manifest lists under ``weights.merged`` (e.g. the SFT adapter when the
-RM was initialised from SFT) -> its own adapter and score head. Scores never depend on padding side or batch
-composition (FAULTS 11), and ids never cross vocabularies: a reward model with another tokenizer or chat template
-gets the text re-rendered in its own (FAULTS 17).
+Used by PPO, the on-policy pairs stage, ``align compare --judge`` and best-of-n. The model comes from
+``align.runs.load_reward_model``, which rebuilds it the way it was trained (its ``weights.merged`` chain included). Scores never depend on padding side or batch
+composition (docs/faults.md #11), and ids never cross vocabularies: a reward model with another tokenizer or chat template
+gets the text re-rendered in its own (docs/faults.md #17).
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ import torch
 from torch import nn
 
 from align.config import ConfigError
+from align.runs import RunDir, load_reward_model
+from align.templates import Encoder, Skip, apply_template_choice, encode_text
 
 
 @torch.no_grad()
@@ -61,7 +62,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 def needs_retokenization(policy_tokenizer: Any, rm_tokenizer: Any) -> bool:
     """True when policy ids cannot go to the reward model as they are: another vocabulary, or another chat template
-    (the reward model was trained on its own rendering). Ids never cross vocabularies (FAULTS 17)."""
+    (the reward model was trained on its own rendering). Ids never cross vocabularies (docs/faults.md #17)."""
     if tokenizer_fingerprint(policy_tokenizer) != tokenizer_fingerprint(rm_tokenizer):
         return True
     rm_template = getattr(rm_tokenizer, "chat_template", None)
@@ -76,8 +77,6 @@ def retokenize_for_reward_model(
     A response that ended with EOS is rendered as a finished assistant turn (ending with the RM's EOS, as in its
     training data); a truncated one is the RM's rendered prompt followed by the response text, with no EOS.
     """
-    from align.templates import Skip, encode_text
-
     out = []
     for prompt, text, done in zip(prompts, responses, ended, strict=True):
         reply = [{"role": "assistant", "content": text}]
@@ -98,74 +97,34 @@ def retokenize_for_reward_model(
 def resolve_reward_model_dir(path: str) -> tuple[Path, Path | None]:
     """(directory holding the weights, RM stage directory or None) for a stage dir or a model dir."""
     p = Path(path).expanduser()
-    if (p / "model").is_dir():
-        return p / "model", p
     if not p.is_dir():
         raise ConfigError(
             f"reward_model={path!r} does not exist; point it at a reward-model stage directory (runs/<name>/rm) or "
             "a sequence-classification model directory."
         )
-    parent = p.parent if (p.parent / "manifest.json").is_file() else None
-    return p, parent
+    run = RunDir(p) if (p / "model").is_dir() else RunDir.of(p)
+    return (run.model_dir if (p / "model").is_dir() else p), (run.path if run.is_run else None)
 
 
 class RewardModelScorer:
     """A sequence-classification reward model with its own tokenizer; scores prompt+response sequences."""
 
     def __init__(self, path: str, policy_tokenizer: Any, dtype: str = "float32", device: Any = "cpu", log=print):
-        from align.models import load_sequence_classifier, load_tokenizer, resolve_model_path
-        from align.tracking import read_manifest
-
-        model_dir, stage = resolve_reward_model_dir(path)
+        model, self.tokenizer, info = load_reward_model(path, dtype=dtype, log=log)
         self.path = str(Path(path).expanduser().resolve())
-        self.model_dir = model_dir
-        manifest = read_manifest(stage) if stage is not None else None
-        stats_file = model_dir / "reward_stats.json"
+        self.model_dir = info["model_dir"]
+        stats_file = self.model_dir / "reward_stats.json"
         self.stats = json.loads(stats_file.read_text()) if stats_file.is_file() else None
-        adapter_cfg = model_dir / "adapter_config.json"
         # a LoRA reward model's adapter directory and the adapters merged under it: a critic adapter can start
         # from them (ppo.value_model adapter, value_init reward_model)
-        self.adapter_dir: Path | None = model_dir if adapter_cfg.is_file() else None
-        self.merged: list[str] = []
-        if adapter_cfg.is_file():
-            from peft import PeftModel
-
-            from align.checkpoints import merge_chain
-
-            weights = (manifest or {}).get("weights") or {}
-            base_ref = (
-                weights.get("base")
-                or (manifest or {}).get("model")
-                or json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
-            )
-            if not base_ref:
-                raise ConfigError(f"reward_model {model_dir}: cannot tell its base model (no manifest, no base path).")
-            base_path = resolve_model_path(base_ref, log=log)
-            tok_src = str(model_dir) if (model_dir / "tokenizer_config.json").is_file() else base_path
-            self.tokenizer = load_tokenizer(tok_src)
-            model = load_sequence_classifier(base_path, dtype=dtype, pad_token_id=self.tokenizer.pad_token_id)
-            chain = list(weights.get("merged") or [])
-            missing = [c for c in chain if not Path(c).is_dir()]
-            if missing:
-                raise ConfigError(
-                    f"reward_model {path}: it was trained on top of {missing[0]}, which no longer exists; the reward "
-                    "model cannot be rebuilt without it. Restore that directory or retrain the reward model."
-                )
-            model = merge_chain(model, chain)
-            self.merged = chain
-            model = PeftModel.from_pretrained(model, str(model_dir)).merge_and_unload()
-        else:
-            self.tokenizer = load_tokenizer(str(model_dir))
-            model = load_sequence_classifier(str(model_dir), dtype=dtype, pad_token_id=self.tokenizer.pad_token_id)
-        model.config.use_cache = False
+        self.adapter_dir: Path | None = info["adapter_dir"]
+        self.merged: list[str] = info["merged"]
         self.model = model.to(device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.retokenize = needs_retokenization(policy_tokenizer, self.tokenizer)
         self.encoder = None
         if self.retokenize:
-            from align.templates import Encoder, apply_template_choice
-
             apply_template_choice(self.tokenizer, None)  # a clear error when the RM has no chat template
             self.encoder = Encoder(self.tokenizer)
 
@@ -174,8 +133,6 @@ class RewardModelScorer:
     ) -> list[float]:
         """Scores of answer texts, each rendered in the reward model's own tokenizer and template: the same ids
         whichever policy wrote the text (a judge comparing checkpoints scores them all alike)."""
-        from align.templates import Encoder, apply_template_choice
-
         if self.encoder is None:
             apply_template_choice(self.tokenizer, None)
             self.encoder = Encoder(self.tokenizer)

@@ -4,14 +4,14 @@ Every stage tokenizes here, then hands token ids to TRL, so the rules hold in on
 
 - text is rendered with the tokenizer's chat template (or a named fallback for base models without one) and
   tokenized with ``add_special_tokens=False``: the template already renders BOS where the model wants it, and
-  tokenizing with special tokens on would add a second one (FAULTS 7);
+  tokenizing with special tokens on would add a second one (docs/faults.md #7);
 - the rendered prompt (with the generation prompt) must be a token prefix of prompt+response; a template that
   breaks this on the first rows is misconfigured (ERROR), later rows that break it are skipped and counted as
-  ``prefix_mismatch`` (FAULTS 6);
+  ``prefix_mismatch`` (docs/faults.md #6);
 - each response ends with EOS exactly once, and that EOS is inside the loss mask; masks are built from positions,
-  never from ``token == pad``, so a tokenizer with pad == eos keeps its EOS in the loss (FAULTS 8);
+  never from ``token == pad``, so a tokenizer with pad == eos keeps its EOS in the loss (docs/faults.md #8);
 - a prompt that leaves no room for a single response token under ``max_length`` is skipped as
-  ``truncated_to_empty`` (FAULTS 9); longer rows keep the prompt and the start of the response.
+  ``truncated_to_empty`` (docs/faults.md #9); longer rows keep the prompt and the start of the response.
 """
 
 from __future__ import annotations

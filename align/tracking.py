@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from align import __version__
 from align.config import redact
 
 TRACKED_PACKAGES = ("align", "torch", "transformers", "trl", "peft", "accelerate", "datasets")
@@ -66,8 +67,6 @@ def package_versions() -> dict[str, str | None]:
 
 def code_version() -> str:
     """The package version plus the git commit (and ``-dirty``) when running from a checkout."""
-    from align import __version__
-
     root = Path(__file__).resolve().parents[1]
     if (root / ".git").exists():
         try:

@@ -2,7 +2,7 @@
 
 Prompts are split from responses at turn level only: the prompt is whole messages, never a character prefix
 (a character common prefix turns "Assistant: blue" / "Assistant: black" into a prompt ending in "bl").
-Schema faults raise ``DataError`` naming the row; harmless bad rows become ``Skip`` results to be counted.
+Schema faults raise ``DataError`` naming the row; harmless bad rows become ``SkippedRow`` results to be counted.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from align.agreement import scores_to_preference
 from align.data.records import Message, PreferenceRecord, SFTRecord
 from align.data.spec import PREFERENCE_FORMATS, SFT_FORMATS, DataError, SourceSpec
 from align.data.validate import (
     EMPTY_RESPONSE,
     PROMPT_MISMATCH,
-    Skip,
+    SkippedRow,
     check_conversation_roles,
     check_messages,
     check_preference_record,
@@ -241,8 +242,8 @@ class Converter:
         id_part = f", id {rid!r}" if rid not in (None, "") else ""
         return f"source '{self.source}' row {index} ({location}{id_part})"
 
-    def convert(self, row: Any, index: int, location: str) -> PreferenceRecord | SFTRecord | Skip:
-        """One raw row -> a record, or a ``Skip``; raises DataError on schema faults."""
+    def convert(self, row: Any, index: int, location: str) -> PreferenceRecord | SFTRecord | SkippedRow:
+        """One raw row -> a record, or a ``SkippedRow``; raises DataError on schema faults."""
         if not isinstance(row, dict):
             raise DataError(
                 f"source '{self.source}' row {index} ({location}): a row must be a JSON object / mapping, "
@@ -269,11 +270,11 @@ class Converter:
         meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
         if self.kind == SFT:
             result = self._sft(values, where)
-            if isinstance(result, Skip):
+            if isinstance(result, SkippedRow):
                 return result
             return SFTRecord(id=rid, messages=_with_system(result, system), source=self.source, meta=dict(meta))
         result = self._preference(values, where)
-        if isinstance(result, Skip):
+        if isinstance(result, SkippedRow):
             return result
         prompt, chosen, rejected = result
         return PreferenceRecord(
@@ -287,7 +288,7 @@ class Converter:
             meta=dict(meta),
         )
 
-    def _preference(self, v: dict[str, Any], where: str) -> tuple[list, list, list] | Skip:
+    def _preference(self, v: dict[str, Any], where: str) -> tuple[list, list, list] | SkippedRow:
         if self.fmt == "hh-rlhf":
             texts = [v["chosen"], v["rejected"]]
             for name, text in zip(("chosen", "rejected"), texts):
@@ -297,7 +298,7 @@ class Converter:
                         f"{type(text).__name__}: {text!r:.60} (message lists are format implicit-prompt)"
                     )
             if any(not (t or "").strip() for t in texts):
-                return Skip(EMPTY_RESPONSE)
+                return SkippedRow(EMPTY_RESPONSE)
             chosen = parse_hh_transcript(v["chosen"], where, "chosen")
             rejected = parse_hh_transcript(v["rejected"], where, "rejected")
             return self._split(chosen, rejected, where)
@@ -311,14 +312,14 @@ class Converter:
         return prompt, _reply_messages(v["chosen"], where, "chosen"), _reply_messages(v["rejected"], where, "rejected")
 
     @staticmethod
-    def _split(chosen: list[Message], rejected: list[Message], where: str) -> tuple[list, list, list] | Skip:
+    def _split(chosen: list[Message], rejected: list[Message], where: str) -> tuple[list, list, list] | SkippedRow:
         parts = split_at_turns(chosen, rejected)
         if parts is None:
-            return Skip(PROMPT_MISMATCH)
+            return SkippedRow(PROMPT_MISMATCH)
         check_prompt_roles(parts[0], where)
         return parts
 
-    def _sft(self, v: dict[str, Any], where: str) -> list[Message] | Skip:
+    def _sft(self, v: dict[str, Any], where: str) -> list[Message] | SkippedRow:
         if self.fmt == "sft-messages":
             messages = _message_list(v["messages"], where, "messages", self.fmt)
         elif self.fmt == "prompt-completion":
@@ -334,7 +335,7 @@ class Converter:
             if text is not None and not isinstance(text, str):
                 raise DataError(f"{where}: format 'hh-rlhf' needs field 'chosen' as a text transcript")
             if not (text or "").strip():
-                return Skip(EMPTY_RESPONSE)
+                return SkippedRow(EMPTY_RESPONSE)
             messages = parse_hh_transcript(text, where, "chosen")
         elif self.fmt == "implicit-prompt":
             messages = _message_list(v["chosen"], where, "chosen", self.fmt)
@@ -348,8 +349,6 @@ class Converter:
 
     def _annotations(self, row: dict, where: str) -> dict[str, float | None] | None:
         if self.annotator_scores:
-            from align.agreement import scores_to_preference
-
             out: dict[str, float | None] = {}
             for name, (col_a, col_b) in self.annotator_scores.items():
                 a, b = (
@@ -424,14 +423,14 @@ def convert_rows(
     spec: SourceSpec,
     source: str,
     kind: str,
-) -> tuple[list[PreferenceRecord | SFTRecord | Skip], list[str], str]:
+) -> tuple[list[PreferenceRecord | SFTRecord | SkippedRow], list[str], str]:
     """Convert the rows at ``indices``: returns (records or skips, their ids, the format used).
 
     Records a plugin returns are schema-checked and passed through (tagged with ``source`` if untagged);
     dicts go through format detection (from the first dict row) and conversion.
     """
     converter: Converter | None = None
-    items: list[PreferenceRecord | SFTRecord | Skip] = []
+    items: list[PreferenceRecord | SFTRecord | SkippedRow] = []
     ids: list[str] = []
     for index in indices:
         row, location = rows[index], locations[index]
@@ -488,7 +487,7 @@ def annotations_from_table(
 
 
 def attach_annotations(
-    records: Sequence[PreferenceRecord | SFTRecord | Skip],
+    records: Sequence[PreferenceRecord | SFTRecord | SkippedRow],
     labels_by_item: dict[str, dict[str, float | None]],
     known_ids: set[str],
     where: str,

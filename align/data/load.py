@@ -23,7 +23,7 @@ from align.data.spec import DataConfig, DataError, SourceSpec
 from align.data.split import count_leakage, split_by_prompt
 from align.data.validate import (
     DropReport,
-    Skip,
+    SkippedRow,
     check_drop_fraction,
     check_preference_record,
     check_sft_record,
@@ -104,7 +104,7 @@ def load_source(
         attach_annotations(items, labels, known, where)
     if cfg.system_prompt:
         for item in items:
-            if not isinstance(item, Skip):
+            if not isinstance(item, SkippedRow):
                 _with_system(item, cfg.system_prompt)
     report = DropReport()
     kept = filter_records(items, ids, report, dedupe=cfg.dedupe, seen=seen)

@@ -13,7 +13,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from align.agreement import apply_agreement
+from align.data.card import card_hash_for
+from align.data.load import load_preferences, load_sft
 from align.data.records import PreferenceRecord, SFTRecord
+from align.data.validate import check_drop_fraction
+from align.templates import Skip
 
 
 def records_fingerprint(records: list[Any]) -> str:
@@ -49,8 +54,6 @@ def data_card_hashes(sources: list[dict[str, Any]], cards_dir: str = "data_cards
     names the exact card its data was described by."""
     from pathlib import Path
 
-    from align.data.card import card_hash_for
-
     out = {}
     for src in sources:
         name = src.get("name")
@@ -80,8 +83,6 @@ def _agreement_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def apply_agreement_to_records(records: list[PreferenceRecord], cfg: Any, report: Any) -> tuple[list, dict | None]:
     """Orient pairs by the humans' aggregated vote and drop what the agreement config drops (counted)."""
-    from align.agreement import apply_agreement
-
     labelled = [r for r in records if r.annotations]
     if not labelled or cfg is None:
         return records, None
@@ -121,9 +122,6 @@ def apply_agreement_to_records(records: list[PreferenceRecord], cfg: Any, report
 
 
 def prepare_preferences(data_cfg: Any, agreement_cfg: Any = None) -> Prepared:
-    from align.data.load import load_preferences
-    from align.data.validate import check_drop_fraction
-
     loaded = load_preferences(data_cfg)
     report = loaded.report
     train, agreement = apply_agreement_to_records(loaded.train, agreement_cfg, report)
@@ -133,9 +131,6 @@ def prepare_preferences(data_cfg: Any, agreement_cfg: Any = None) -> Prepared:
 
 
 def prepare_sft(data_cfg: Any) -> Prepared:
-    from align.data.load import load_sft
-    from align.data.validate import check_drop_fraction
-
     loaded = load_sft(data_cfg)
     check_drop_fraction(loaded.report, data_cfg.max_drop_fraction)
     return Prepared(loaded.train, loaded.eval, loaded.report, None, loaded.sources, loaded.leakage)
@@ -143,8 +138,6 @@ def prepare_sft(data_cfg: Any) -> Prepared:
 
 def tokenize_records(records: list[Any], encode, report: Any) -> list[dict[str, Any]]:
     """Apply ``encode(record) -> dict`` to each record; rows the template guards reject are counted drops."""
-    from align.templates import Skip
-
     rows = []
     for r in records:
         try:

@@ -18,6 +18,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
+from align.config import import_callable
 from align.data.spec import DataError, SourceSpec
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -243,8 +244,6 @@ def resolve_builtin(name: str) -> resources.abc.Traversable:
 def load_plugin(ref: str) -> Callable[..., Any]:
     """Resolve ``module:function`` or an entry-point name in the ``align.datasets`` group."""
     if ":" in ref:
-        from align.config import import_callable
-
         return import_callable(ref, f"plugin '{ref}'", DataError)
     found = [ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name == ref]
     if not found:

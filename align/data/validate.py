@@ -27,7 +27,7 @@ ORDER_HINT = "an optional system message first, then user and assistant turns al
 
 
 @dataclass(frozen=True)
-class Skip:
+class SkippedRow:
     """A row that converts to no record, and why (one of the SKIP reasons)."""
 
     reason: str
@@ -225,14 +225,14 @@ def _dedupe_key(record: PreferenceRecord | SFTRecord) -> str:
 
 
 def filter_records(
-    records: Iterable[PreferenceRecord | SFTRecord | Skip],
+    records: Iterable[PreferenceRecord | SFTRecord | SkippedRow],
     ids: Iterable[str],
     report: DropReport,
     *,
     dedupe: bool,
     seen: set[str] | None = None,
 ) -> list[PreferenceRecord | SFTRecord]:
-    """Keep good records; count every row (records and ``Skip`` results) in ``report``.
+    """Keep good records; count every row (records and ``SkippedRow`` results) in ``report``.
 
     ``ids`` gives each row's id (used for the examples of skipped rows). ``seen`` carries dedupe keys across
     calls so duplicates are found across sources.
@@ -241,7 +241,7 @@ def filter_records(
     kept: list[PreferenceRecord | SFTRecord] = []
     for item, row_id in zip(records, ids, strict=True):
         report.add_rows(1)
-        if isinstance(item, Skip):
+        if isinstance(item, SkippedRow):
             report.add_drop(item.reason, row_id)
             continue
         reason = preference_skip_reason(item) if isinstance(item, PreferenceRecord) else sft_skip_reason(item)

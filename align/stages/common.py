@@ -6,8 +6,8 @@
 - resume: the last *complete* checkpoint (its ``trainer_state.json`` is written last by the HF Trainer, so a
   checkpoint without it, or without optimizer/scheduler/RNG state, was cut off and is skipped with a warning);
 - guards as a trainer mixin and callback: a non-finite loss or gradient skips that optimizer step (counted) and
-  aborts after ``run.max_nonfinite_steps`` in a row (FAULTS 14); trainable parameters that got no gradient after
-  the first step stop the run naming them (FAULTS 13);
+  aborts after ``run.max_nonfinite_steps`` in a row (docs/faults.md #14); trainable parameters that got no gradient after
+  the first step stop the run naming them (docs/faults.md #13);
 - ``metrics.jsonl`` from the trainer's logs.
 """
 
@@ -22,9 +22,17 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from align.config import ConfigError, config_hash, stage_dir, to_plain
+from align.config import ConfigError, config_hash, redact, stage_dir, to_plain
+from align.data.prepare import tokenize_records
+from align.data.sources import list_data_files, resolve_builtin
+from align.data.validate import check_drop_fraction
 from align.errors import NoGradientError, NonFiniteError  # noqa: F401  (re-exported: importable here as before)
-from align.tracking import RunRecorder, process_state, read_manifest
+from align.modelcard import write_model_card
+from align.models import load_causal_lm, load_tokenizer, lora_config, resolve_model_path
+from align.runs import merge_chain, merged_chain_of, read_stage_manifest
+from align.stages import registry
+from align.templates import Encoder, apply_template_choice
+from align.tracking import RunRecorder, process_state, read_manifest, setup_trackers
 
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
@@ -223,8 +231,6 @@ def data_file_hashes(data_cfg: Any) -> dict[str, str]:
     a stage re-runs when its data changed even though the recipe did not."""
     import hashlib
 
-    from align.data.sources import list_data_files, resolve_builtin
-
     out: dict[str, str] = {}
     for spec in [*getattr(data_cfg, "sources", []), *getattr(data_cfg, "eval_sources", [])]:
         path = spec.path
@@ -260,8 +266,6 @@ def upstream_identity(path: str | None) -> dict[str, Any] | None:
     so re-running SFT makes the stages built on it run again."""
     if not path:
         return None
-    from align.checkpoints import read_stage_manifest
-
     m = read_stage_manifest(Path(path) / "model" if (Path(path) / "model").is_dir() else path)
     if not m:
         return {"path": str(path)}
@@ -270,7 +274,8 @@ def upstream_identity(path: str | None) -> dict[str, Any] | None:
 
 def semantic_hash(recipe: Any) -> str:
     plain = to_plain(recipe)
-    for section in ("training", "ppo"):
+    stage = registry.BY_NAME.get(getattr(recipe, "STAGE", ""))
+    for section in stage.hash_skips_bookkeeping_in if stage else ("training",):
         if isinstance(plain.get(section), dict):
             plain[section] = {k: v for k, v in plain[section].items() if k not in BOOKKEEPING_KEYS}
     plain["_inputs"] = {
@@ -306,8 +311,6 @@ def changed_settings(out: Path, recipe: Any, limit: int = 6) -> str:
     ``training.learning_rate: 0.001 -> 0.01``; or, when the settings agree, that an input (data file, upstream
     stage) changed. Bookkeeping keys and the run section are left out, as they are from the hash."""
     import yaml
-
-    from align.config import redact
 
     try:
         old = yaml.safe_load((out / "config.yaml").read_text()) or {}
@@ -497,6 +500,25 @@ def guarded(trainer_cls: type) -> type:
     return type(f"Guarded{trainer_cls.__name__}", (GuardedTrainerMixin, trainer_cls), {})
 
 
+def model_kwargs(section: Any, full_init: bool = False) -> dict[str, Any]:
+    """Every ``model.*`` loading field, for ``load_causal_lm`` / ``load_sequence_classifier``: dtype, revision (of
+    the recipe's hub model; a local ``init_from`` directory has none), trust_remote_code, attn_implementation."""
+    return {
+        "dtype": section.dtype,
+        "revision": None if full_init else section.revision,
+        "trust_remote_code": section.trust_remote_code,
+        "attn_implementation": section.attn_implementation,
+    }
+
+
+def base_of(recipe: Any, init_from: Path | None, log=print) -> tuple[str, str]:
+    """``(reference recorded as weights.base, local path to load)`` of the model a stage trains from: a full model
+    directory given as ``init_from`` (not an adapter) is the base itself; otherwise the recipe's model."""
+    if init_from is not None and not (init_from / "adapter_config.json").is_file():
+        return str(init_from), str(init_from)
+    return recipe.model.name_or_path, resolve_model_path(recipe.model.name_or_path, log=log)
+
+
 def resolve_init_from(path: str | None) -> Path | None:
     """A stage directory (uses its ``model/``) or an adapter/model directory."""
     if not path:
@@ -533,10 +555,6 @@ def scrub_secrets(args: Any) -> None:
 
 class StageContext:
     def __init__(self, recipe: Any, log=print):
-        from align.models import load_tokenizer, resolve_model_path
-        from align.templates import apply_template_choice
-        from align.tracking import setup_trackers
-
         quiet_known_warnings()
         import datasets
 
@@ -547,8 +565,9 @@ class StageContext:
         self.is_main = self.state.is_main_process
         self.plan = plan_stage(recipe, log=log if self.is_main else (lambda *a: None))
         self.out_dir = self.plan.out_dir
-        self.model_path = resolve_model_path(recipe.model.name_or_path, log=log)
         self.init_from = resolve_init_from(getattr(recipe, "init_from", None))
+        # the model the run trains from: the recipe's, or a full model directory given as init_from
+        self.base_ref, self.model_path = base_of(recipe, self.init_from, log)
         tok_src = (
             str(self.init_from)
             if self.init_from and (self.init_from / "tokenizer_config.json").exists()
@@ -574,14 +593,9 @@ class StageContext:
     # -- data ---------------------------------------------------------------------------------------------------
 
     def encoder(self, max_length: int | None):
-        from align.templates import Encoder
-
         return Encoder(self.tokenizer, max_length=max_length)
 
     def tokenize(self, prepared: Any, records: list[Any], encode) -> list[dict[str, Any]]:
-        from align.data.prepare import tokenize_records
-        from align.data.validate import check_drop_fraction
-
         rows = tokenize_records(records, encode, prepared.report)
         check_drop_fraction(prepared.report, self.recipe.data.max_drop_fraction)
         return rows
@@ -598,37 +612,26 @@ class StageContext:
         set_seed(int(getattr(training, "seed", None) or self.recipe.run.seed))
 
     def load_base(self, loader=None):
-        from align.models import load_causal_lm
-
         self.seed_init()
         m = self.recipe.model
         loader = loader or load_causal_lm
-        model = loader(self.model_path, dtype=m.dtype, revision=m.revision, trust_remote_code=m.trust_remote_code)
-        return model
+        return loader(self.model_path, **model_kwargs(m, full_init=self.model_path != self.base_ref))
 
     def merged_chain(self, include_init: bool = True) -> list[str]:
         """Adapters merged into the base under this stage's adapter: the init adapter's own chain, then (for a
         fresh adapter on top) the init adapter itself."""
-        from align.checkpoints import merged_chain_of
-
         if self.init_from is None or not (self.init_from / "adapter_config.json").is_file():
             return []
         chain = merged_chain_of(self.init_from)
         return [*chain, str(self.init_from)] if include_init else chain
 
-    def load_policy(self, *, merge_init: bool = True):
+    def load_start_model(self, *, merge_init: bool = True):
         """The base with ``init_from`` merged into its weights (and whatever was merged under it): the new LoRA
         trains on top, and disabling it gives exactly the ``init_from`` model."""
-        from align.checkpoints import merge_chain
-
-        model = self.load_base()
-        if self.init_from is not None and not (self.init_from / "adapter_config.json").is_file():
-            model = merge_adapter_into(model, self.init_from)  # a full model directory replaces the base
-        else:
-            model = merge_chain(model, self.merged_chain(include_init=merge_init))
+        model = merge_chain(self.load_base(), self.merged_chain(include_init=merge_init))
         model.config.use_cache = False
         self.weights = {
-            "base": self.recipe.model.name_or_path,
+            "base": self.base_ref,
             "merged": self.merged_chain(include_init=merge_init),
             "adapter": str(self.out_dir / "model"),
         }
@@ -637,8 +640,6 @@ class StageContext:
     def peft_config(self, task_type: str, modules_to_save: list[str] | None = None):
         if not self.recipe.lora.enabled:
             return None
-        from align.models import lora_config
-
         return lora_config(self.recipe.lora, task_type, modules_to_save)
 
     # -- run ----------------------------------------------------------------------------------------------------
@@ -712,9 +713,7 @@ class StageContext:
                 **extra,
             )
         if self.is_main:
-            from align.modelcard import write_model_card
-
-            write_model_card(self.out_dir)
+            write_stage_card(self.out_dir, self.recipe.STAGE)
             self.log(f"[align] {self.recipe.STAGE} complete: {self.out_dir}")
         return self.out_dir
 
@@ -727,17 +726,10 @@ class StageContext:
         return self.out_dir
 
 
+def write_stage_card(out_dir: Path, stage: str) -> Path | None:
+    """The model card in ``<out_dir>/model``, tagged from the stage registry (every stage's finish writes it)."""
+    return write_model_card(out_dir, registry.tags_of(stage), reward_model=registry.makes(stage) == "reward_model")
+
+
 def begin(recipe: Any) -> StageContext:
     return StageContext(recipe)
-
-
-def merge_adapter_into(model: Any, adapter_dir: Path) -> Any:
-    """Apply a saved LoRA adapter and merge it, giving plain weights to train a fresh adapter on; a full model
-    directory instead replaces the base weights."""
-    if (adapter_dir / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    from align.models import load_causal_lm
-
-    return load_causal_lm(str(adapter_dir), dtype=str(model.dtype).replace("torch.", ""))

@@ -3,7 +3,7 @@
     align dpo recipes/tiny/dpo.yaml
     accelerate launch -m align dpo recipes/smollm2-135m/dpo.yaml training.beta=0.2 training.loss_type=[ipo]
 
-The reference is an explicit choice (FAULTS 12):
+The reference is an explicit choice (docs/faults.md #12):
 
 - ``reference: sft`` (default): the ``init_from`` adapter (the SFT output) is merged into the base weights and a
   fresh LoRA trains on top; the reference is that model with the adapter disabled, i.e. the SFT policy.
@@ -26,6 +26,7 @@ from trl import DPOConfig, DPOTrainer
 from align import fast_head
 from align.agreement import AgreementConfig
 from align.config import ConfigError, LoraSection, ModelSection, RunSection, SpeedSection, TemplateSection
+from align.data.prepare import prepare_preferences
 from align.data.spec import DataConfig
 from align.errors import ReferenceCheckError  # noqa: F401  (re-exported: importable here as before)
 from align.stages import common
@@ -124,8 +125,6 @@ def step0_check(trainer: Any, loss_types: list[str], tol: float = 1e-4) -> dict[
 
 
 def run(recipe: Recipe, callbacks: list | None = None):
-    from align.data.prepare import prepare_preferences
-
     ctx = common.begin(recipe)
     if ctx.plan.action == "skip":
         return ctx.done_already()
@@ -148,11 +147,13 @@ def run(recipe: Recipe, callbacks: list | None = None):
     if ctx.init_from is not None and recipe.reference == "base":
         from peft import PeftModel
 
-        base = ctx.load_policy(merge_init=False)  # merges what lies under the init adapter, not the adapter itself
+        base = ctx.load_start_model(
+            merge_init=False
+        )  # merges what lies under the init adapter, not the adapter itself
         model = PeftModel.from_pretrained(base, str(ctx.init_from), is_trainable=True)
         peft_config = None
     else:
-        model = ctx.load_policy()
+        model = ctx.load_start_model()
         peft_config = ctx.peft_config("CAUSAL_LM")
     trainer = common.guarded(PreTokenizedDPOTrainer)(
         speed=recipe.speed,

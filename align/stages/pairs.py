@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from align.agreement import AgreementConfig
-from align.checkpoints import load_policy
 from align.config import ConfigError, ModelSection, RunSection, TemplateSection, stage_dir, to_plain
+from align.data.card import build_card_facts, card_hash_for, write_card
 from align.data.prepare import prepare_preferences
 from align.data.prompts import load_prompts
 from align.data.records import PreferenceRecord
@@ -42,6 +42,7 @@ from align.data.split import prompt_key
 from align.data.validate import DropReport
 from align.eval.generation import Sampling, generate, merged_copy
 from align.reward_models import RewardModelScorer
+from align.runs import load_policy
 from align.stages import common
 from align.templates import Encoder, Skip, apply_template_choice
 from align.tracking import RunRecorder, atomic_write_text, process_state, read_manifest
@@ -247,8 +248,6 @@ def _chunks(items: list[PromptItem], per_chunk: int) -> list[list[PromptItem]]:
 
 
 def _data_card(out: Path, rows: list[dict[str, Any]], report: DropReport, recipe: Recipe) -> str | None:
-    from align.data.card import build_card_facts, card_hash_for, write_card
-
     records = [
         PreferenceRecord(id=r["id"], prompt=r["prompt"], chosen=r["chosen"], rejected=r["rejected"], source="pairs")
         for r in rows

@@ -4,8 +4,8 @@
     accelerate launch -m align rm recipes/smollm2-135m/rm.yaml init_from=runs/quickstart/sft
 
 The score head is trained in full and saved with the adapter (``modules_to_save``), so a save/reload round trip
-gives the same scores (FAULTS 16). Scores are read at the last non-pad token, which is the same position for left
-and right padding (FAULTS 11). Evaluation stores accuracy, margin and the reward mean/std (``reward_stats.json``,
+gives the same scores (docs/faults.md #16). Scores are read at the last non-pad token, which is the same position for left
+and right padding (docs/faults.md #11). Evaluation stores accuracy, margin and the reward mean/std (``reward_stats.json``,
 used by PPO to normalise), calibration of ``sigmoid(margin)`` (``eval_ece``, ``eval_brier``) and the correlation of
 reward with reply length (``eval_reward_length_pearson``/``_spearman``; ``align.eval.calibration``), and compares the
 model's preferences with the human annotators (``align.agreement.model_vs_humans``) when the eval split carries
@@ -20,10 +20,15 @@ from typing import Any, ClassVar
 import torch
 from trl import RewardConfig, RewardTrainer
 
-from align.agreement import AgreementConfig
+from align.agreement import AgreementConfig, model_vs_humans
 from align.config import ConfigError, LoraSection, ModelSection, RunSection, SpeedSection, TemplateSection
+from align.data.prepare import prepare_preferences
 from align.data.spec import DataConfig
+from align.eval.calibration import length_correlation, pair_calibration
+from align.fast_head import install_bucketed_classifier
+from align.models import load_sequence_classifier
 from align.reward_models import score_sequences  # noqa: F401  (also imported from here by older code)
+from align.runs import merge_chain
 from align.stages import common
 
 
@@ -102,9 +107,6 @@ def quality_report(
     margins: list[float], rewards: list[float], lengths: list[int], records: list[Any], recipe: Recipe, agreement
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Calibration, length bias and model vs humans on the eval pairs -> (metrics, manifest extras)."""
-    from align.agreement import model_vs_humans
-    from align.eval.calibration import length_correlation, pair_calibration
-
     # A fixed orientation seed, so two reward models scored on the same eval split see the same pairs flipped.
     calibration = pair_calibration(margins, seed=0)
     length = length_correlation(rewards, lengths)
@@ -132,10 +134,9 @@ def quality_report(
     return metrics, extra
 
 
+# Over 80 lines on purpose: the stage in order (data, model, trainer, evaluation, quality figures, finish), like
+# the other TRL stages' run functions.
 def run(recipe: Recipe, callbacks: list | None = None):
-    from align.data.prepare import prepare_preferences
-    from align.models import load_sequence_classifier
-
     ctx = common.begin(recipe)
     if ctx.plan.action == "skip":
         return ctx.done_already()
@@ -174,22 +175,18 @@ def run(recipe: Recipe, callbacks: list | None = None):
     pad_id = ctx.tokenizer.pad_token_id
     ctx.seed_init()  # the score head is new: draw it (and the LoRA init after it) from the run's seed
     model = load_sequence_classifier(
-        ctx.model_path, dtype=recipe.model.dtype, pad_token_id=pad_id, trust_remote_code=recipe.model.trust_remote_code
+        ctx.model_path, pad_token_id=pad_id, **common.model_kwargs(recipe.model, ctx.model_path != ctx.base_ref)
     )
     if ctx.init_from is not None:
-        from align.checkpoints import merge_chain
-
         model = merge_chain(model, ctx.merged_chain())
         ctx.weights = {
-            "base": recipe.model.name_or_path,
+            "base": ctx.base_ref,
             "merged": ctx.merged_chain(),
             "adapter": str(ctx.out_dir / "model"),
             "head": "score",
         }
     model.config.use_cache = False
     if recipe.speed.length_buckets:
-        from align.fast_head import install_bucketed_classifier
-
         install_bucketed_classifier(model)
     trainer = common.guarded(RewardTrainer)(
         model=model,

@@ -18,6 +18,7 @@ from trl import SFTConfig
 
 from align import fast_head
 from align.config import LoraSection, ModelSection, RunSection, SpeedSection, TemplateSection
+from align.data.prepare import prepare_sft, sft_messages
 from align.data.spec import DataConfig
 from align.stages import common
 
@@ -58,8 +59,6 @@ class Recipe:
 def run(recipe: Recipe, callbacks: list | None = None):
     from trl import SFTTrainer
 
-    from align.data.prepare import prepare_sft, sft_messages
-
     ctx = common.begin(recipe)
     if ctx.plan.action == "skip":
         return ctx.done_already()
@@ -67,7 +66,7 @@ def run(recipe: Recipe, callbacks: list | None = None):
     enc = ctx.encoder(max_length=recipe.training.max_length)
     train = ctx.tokenize(data, data.train, lambda r: enc.sft(sft_messages(r)))
     evals = ctx.tokenize(data, data.eval, lambda r: enc.sft(sft_messages(r)))
-    model = ctx.load_policy()
+    model = ctx.load_start_model()
     args = recipe.training
     if not evals:
         args.eval_strategy = "no"

@@ -465,6 +465,8 @@ def test_ppo_against_a_reward_model_records_it_and_starts_the_critic_from_its_he
     assert manifest["status"] == "complete" and manifest["reward_model"] == str(stage.resolve())
     assert manifest["value_init"] == "reward_model" and manifest["reward_retokenized"] is False
     assert manifest["weights"]["adapter"] == str(out / "model")
+    card = (out / "model" / "README.md").read_text()  # PPO finishes like every stage: with a model card
+    assert card.startswith("---\nbase_model:") and "- rlhf" in card and "# ppo checkpoint" in card
     # shaped score = clip((raw - 1.0 * missing_eos - stats mean 0.5) / stats std 2.0, 50)
     for r in metrics_of(out):
         expected = (r["reward/mean"] - 1.0 * (1.0 - r["eos_rate"]) - 0.5) / 2.0

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from align.cli import main
+from align.commands.data import card_facts, resolve_target
 from align.data.card import (
     HUMAN_SECTIONS,
     card_hash_for,
@@ -20,7 +21,6 @@ from align.data.card import (
     parse_card,
     size_category,
 )
-from align.data.commands import card_facts, resolve_target
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,8 @@ import pytest
 from align.data.load import load_preferences
 from align.data.records import PreferenceRecord, SFTRecord
 from align.data.spec import DataConfig, DataError, SourceSpec
-from align.data.validate import DropReport, Skip, check_drop_fraction, filter_records
+from align.data.validate import DropReport, check_drop_fraction, filter_records
+from align.data.validate import SkippedRow as Skip
 
 
 def _pair(rid: str, prompt: str = "Q?", chosen: str = "Yes.", rejected: str = "No.") -> PreferenceRecord:

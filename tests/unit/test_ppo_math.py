@@ -1,4 +1,4 @@
-"""Tests for align.stages.ppo_math: each function checked against its formula or an independent reference."""
+"""Tests for align.stages.ppo.losses (once align.stages.ppo_math): each function checked against its formula or an independent reference."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from align.stages.ppo_math import (
+from align.stages.ppo.losses import (
     AdaptiveKLController,
     FixedKLController,
     RunningMoments,

@@ -1,0 +1,145 @@
+"""``align ppo``: a PPO stage run from its recipe: plan, resume, iterate, record, save, model card."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from align.config import ConfigError, to_plain
+from align.data.prompts import prompt_text
+from align.stages import common
+from align.stages.ppo.checkpoint import (
+    _trim_jsonl,
+    find_checkpoint,
+)
+from align.stages.ppo.recipe import (
+    CRITIC_DIR,
+    STATE_FILE,
+    Recipe,
+)
+from align.stages.ppo.rollout import (
+    Rollout,
+)
+from align.stages.ppo.trainer import PPOTrainer
+from align.tracking import RunRecorder, process_state
+
+
+def _write_samples(path: Path, iteration: int, trainer: PPOTrainer, ro: Rollout, count: int) -> None:
+    with open(path, "a") as f:
+        for j in range(min(count, len(ro.prompt_idx))):
+            p = trainer.prompts[ro.prompt_idx[j]]
+            row = {
+                "iteration": iteration,
+                "prompt_id": p.id,
+                "prompt": prompt_text(p.prompt),
+                "response": ro.texts[j],
+                "score": float(ro.raw_scores[j]),
+                "ended_with_eos": bool(ro.has_eos[j]),
+            }
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+# Over 80 lines on purpose: the stage's life in order (plan, record, resume, iterate, save, card); its parts live
+# in the package's other modules, and splitting this would only pass a dozen locals around.
+def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] | None = None):
+    """Run (or resume, or skip) the PPO stage; returns the stage directory.
+
+    ``callbacks``: callables ``cb(iteration, metrics)`` run on every process after each iteration (and after its
+    checkpoint, when one is due). Tests use one that raises ``KeyboardInterrupt`` to simulate an interruption.
+    """
+    from tqdm.auto import tqdm
+
+    plan = common.plan_stage(recipe, log=lambda *a: None)  # its checkpoint finder knows HF checkpoints only
+    if plan.action == "skip":
+        if process_state().is_main_process:
+            print(f"[align] ppo already complete in {plan.out_dir} (same config); skipping. Use a new run.name.")
+        return plan.out_dir
+    trainer = PPOTrainer(recipe, plan)
+    log, cfg, acc = trainer.log, recipe.ppo, trainer.accelerator
+    checkpoint: Path | None = None
+    if trainer.plan.checkpoint and recipe.run.resume not in ("auto", "never"):
+        checkpoint = Path(trainer.plan.checkpoint)
+        common.require_complete_checkpoint(checkpoint, f"run.resume={recipe.run.resume!r}")
+        if not (checkpoint / STATE_FILE).is_file():
+            raise ConfigError(f"run.resume={recipe.run.resume!r} is not a complete PPO checkpoint (no state.json).")
+    elif recipe.run.resume == "auto":
+        checkpoint = find_checkpoint(trainer.out_dir / "checkpoints", log=log)
+    data_info = trainer.prepare_prompts()
+    if trainer.is_main:
+        trainer.out_dir.mkdir(parents=True, exist_ok=True)
+        if checkpoint is None:  # a fresh start: nothing of an earlier attempt may mix into this run
+            for name in ("metrics.jsonl", "samples.jsonl"):
+                (trainer.out_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(trainer.out_dir / "checkpoints", ignore_errors=True)
+    recorder = RunRecorder(
+        run_dir=trainer.out_dir,
+        stage=recipe.STAGE,
+        config=to_plain(recipe),
+        config_hash=trainer.plan.config_hash,
+        model_ref=recipe.model.name_or_path,
+        parent=str(trainer.init_from) if trainer.init_from else None,
+        data=data_info,
+        is_main=trainer.is_main,
+    )
+    recorder.start()
+    extra = {
+        "reward_model": trainer.rm.path if trainer.rm else None,
+        "reward_fn": recipe.reward_fn,
+        "reference": recipe.reference if trainer.init_from else "base (no init_from)",
+        "value_model": cfg.value_model,
+        "value_init": trainer.value_init,
+        "value_adapter_init": trainer.value_adapter_init,
+        "reward_retokenized": bool(trainer.rm and trainer.rm.retokenize),
+        "processes": acc.num_processes,
+        # how to rebuild the policy (align.checkpoints): base -> merge each adapter -> this stage's adapter
+        "weights": {
+            "base": trainer.base_ref,
+            "merged": trainer.merged_chain,
+            "adapter": str(trainer.out_dir / "model"),
+            "value_head": "value_head.safetensors",
+            "value_adapter": CRITIC_DIR if cfg.value_model == "adapter" else None,
+        },
+    }
+    if checkpoint is not None:
+        trainer.load_checkpoint(checkpoint)
+        log(f"[align] resuming ppo from {checkpoint} (iteration {trainer.iteration})")
+        if trainer.is_main:
+            for name in ("metrics.jsonl", "samples.jsonl"):
+                _trim_jsonl(trainer.out_dir / name, trainer.iteration)
+    if trainer.trackers:
+        acc.init_trackers(recipe.run.wandb_project, config=to_plain(recipe))
+    last: dict[str, Any] = {}
+    bar = tqdm(total=cfg.num_iterations, initial=trainer.iteration, desc="ppo", disable=not trainer.is_main)
+    try:
+        while trainer.iteration < cfg.num_iterations:
+            metrics, ro = trainer.step()
+            it = trainer.iteration
+            recorder.log(metrics, step=it)
+            if trainer.trackers:
+                acc.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=it)
+            if trainer.is_main and cfg.sample_every and it % cfg.sample_every == 0:
+                _write_samples(trainer.out_dir / "samples.jsonl", it, trainer, ro, cfg.sample_count)
+            if cfg.save_every and it % cfg.save_every == 0 and it < cfg.num_iterations:
+                trainer.save_checkpoint()
+            last = metrics
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", kl=f"{metrics['kl']:.3f}")
+            for cb in callbacks or []:
+                cb(it, metrics)
+        bar.close()
+        trainer.save_final()
+    except BaseException as e:
+        bar.close()
+        recorder.finish(last, status="failed", error=f"{type(e).__name__}: {e}", **extra)
+        raise
+    final = {k: v for k, v in last.items() if isinstance(v, (int, float))}
+    recorder.finish(final, status="complete", model_dir=str(trainer.out_dir / "model"), **extra)
+    if trainer.trackers:
+        acc.end_training()
+    if trainer.is_main:
+        common.write_stage_card(trainer.out_dir, recipe.STAGE)  # the same card every stage's finish step writes
+    log(f"[align] ppo complete: {trainer.out_dir}")
+    return trainer.out_dir
