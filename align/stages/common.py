@@ -511,6 +511,14 @@ def model_kwargs(section: Any, full_init: bool = False) -> dict[str, Any]:
     }
 
 
+def stage_tokenizer(recipe: Any, init_from: Path | None, model_path: str) -> tuple[Any, str]:
+    """The tokenizer a stage trains with (the ``init_from`` run's own when it saved one, else the base model's) and
+    the chat template chosen for it; every training stage, PPO included, starts this way."""
+    src = str(init_from) if init_from and (init_from / "tokenizer_config.json").exists() else model_path
+    tokenizer = load_tokenizer(src, revision=recipe.model.revision, trust_remote_code=recipe.model.trust_remote_code)
+    return tokenizer, apply_template_choice(tokenizer, recipe.template.chat_template)
+
+
 def base_of(recipe: Any, init_from: Path | None, log=print) -> tuple[str, str]:
     """``(reference recorded as weights.base, local path to load)`` of the model a stage trains from: a full model
     directory given as ``init_from`` (not an adapter) is the base itself; otherwise the recipe's model."""
@@ -568,15 +576,7 @@ class StageContext:
         self.init_from = resolve_init_from(getattr(recipe, "init_from", None))
         # the model the run trains from: the recipe's, or a full model directory given as init_from
         self.base_ref, self.model_path = base_of(recipe, self.init_from, log)
-        tok_src = (
-            str(self.init_from)
-            if self.init_from and (self.init_from / "tokenizer_config.json").exists()
-            else self.model_path
-        )
-        self.tokenizer = load_tokenizer(
-            tok_src, revision=recipe.model.revision, trust_remote_code=recipe.model.trust_remote_code
-        )
-        self.chat_template = apply_template_choice(self.tokenizer, recipe.template.chat_template)
+        self.tokenizer, self.chat_template = stage_tokenizer(recipe, self.init_from, self.model_path)
         if recipe.training is not None:
             recipe.training.report_to = setup_trackers(recipe.run.report_to, recipe.run.wandb_project)
             scrub_secrets(recipe.training)

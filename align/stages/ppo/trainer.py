@@ -17,7 +17,6 @@ from torch import nn
 from align.config import ConfigError
 from align.data.prompts import load_prompts, prompt_text
 from align.eval.generation import Sampling, left_pad, neutral_defaults
-from align.models import load_tokenizer
 from align.reward_models import (
     RewardModelScorer,
 )
@@ -53,7 +52,7 @@ from align.stages.ppo.rollout import (
     prompt_indices,
     response_mask,
 )
-from align.templates import Encoder, apply_template_choice
+from align.templates import Encoder
 from align.tracking import setup_trackers
 
 
@@ -105,15 +104,7 @@ class PPOTrainer:
         self.init_from = common.resolve_init_from(recipe.init_from)
         # the model the run trains from: the recipe's, or a full model directory given as init_from
         self.base_ref, self.model_path = common.base_of(recipe, self.init_from, self.log)
-        tok_src = (
-            str(self.init_from)
-            if self.init_from and (self.init_from / "tokenizer_config.json").exists()
-            else self.model_path
-        )
-        self.tokenizer = load_tokenizer(
-            tok_src, revision=recipe.model.revision, trust_remote_code=recipe.model.trust_remote_code
-        )
-        self.chat_template = apply_template_choice(self.tokenizer, recipe.template.chat_template)
+        self.tokenizer, self.chat_template = common.stage_tokenizer(recipe, self.init_from, self.model_path)
         self.encoder = Encoder(self.tokenizer)
         self.eos_id = self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.pad_token_id
