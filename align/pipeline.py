@@ -54,7 +54,7 @@ from align.tracking import atomic_write_text, process_state, read_manifest
 STAGE_ORDER = registry.ORDER
 TRAINING_STAGES = {name: s.module for name, s in registry.TRAINING.items()}
 SHARED = ("model", "template", "lora", "data", "agreement", "speed")
-TOP_KEYS = {"name", "root", "seed", "stages", "rm_from_sft", "report_to", *SHARED, *STAGE_ORDER}
+TOP_KEYS = {"name", "root", "seed", "stages", "rounds", "rm_from_sft", "report_to", *SHARED, *STAGE_ORDER}
 
 
 @dataclass
@@ -89,6 +89,8 @@ def build_pipeline(
     if bad:
         raise ConfigError(f"stages: unknown stage(s) {bad}; choose from {', '.join(STAGE_ORDER)}.")
     stages = [s for s in STAGE_ORDER if s in stages]  # always in dependency order
+    loop = on_policy_loop(stages)
+    stages = with_rounds(stages, loop, data.get("rounds", 1))
     pipe = Pipeline(name=name, root=root, stages=stages)
     run_common = {
         "name": name,
@@ -100,15 +102,22 @@ def build_pipeline(
     def wired(stage: str) -> dict[str, Any]:
         """The stage's section with the registry's wiring filled in where the section does not set it."""
         spec = registry.spec(stage)
-        sec = {**spec.defaults, **dict(data.get(stage) or {})}
-        start = spec.starts_from
+        sec = {**spec.defaults, **dict(data.get(spec.name) or {})}
+        start, trains_on, round_ = spec.starts_from, spec.trains_on, registry.round_of(stage)
+        if round_ > 1:
+            # a later round samples from, and trains on top of, the previous round's policy, on this round's pairs
+            start = registry.round_name(loop[1], round_ - 1)
+            sec["init_from"] = str(pipe.stage_dir(start))
+            if trains_on:
+                trains_on = registry.round_name(trains_on, round_)
+                sec["data"] = {k: v for k, v in (sec.get("data") or {}).items() if k != "sources"}
         if start in stages and not (stage == "rm" and not data.get("rm_from_sft", True)):
             sec.setdefault("init_from", str(pipe.stage_dir(start)))
         if spec.scores_with in stages and "reward_fn" not in sec:
             sec.setdefault("reward_model", str(pipe.stage_dir(spec.scores_with)))
-        if spec.trains_on in stages and "sources" not in (sec.get("data") or {}):
+        if trains_on in stages and "sources" not in (sec.get("data") or {}):
             # trains on the earlier stage's output; the shared data section still gives the split and drop settings
-            made = pipe.stage_dir(spec.trains_on) / f"{spec.trains_on}.jsonl"
+            made = pipe.stage_dir(trains_on) / f"{spec.trains_on}.jsonl"
             sec["data"] = {**(sec.get("data") or {}), "sources": [{"path": str(made)}]}
         return sec
 
@@ -130,11 +139,37 @@ def build_pipeline(
             recipe = load_recipe_dict(module.Recipe, stage_dict)
         except ConfigError as e:
             raise ConfigError(f"[{stage}] {e}") from None
-        if recipe.STAGE != stage:  # a second stage of the same module (the judge): its own run directory
+        if recipe.STAGE != stage:  # the judge, or a later round: its own run directory
             recipe.STAGE = stage  # type: ignore[misc]
-            recipe.training.output_dir = str(pipe.stage_dir(stage) / "checkpoints")
+            if hasattr(recipe, "training"):  # the pairs stage trains nothing
+                recipe.training.output_dir = str(pipe.stage_dir(stage) / "checkpoints")
         pipe.recipes[stage] = recipe
     return pipe
+
+
+def on_policy_loop(stages: list[str]) -> list[str]:
+    """The pipeline's on-policy loop: the stage that makes pairs, then the policy stages that train on them
+    (``[pairs, dpo]``); empty when the pipeline has no such loop."""
+    makers = [s for s in stages if registry.makes(s) == "pairs"]
+    trainers = [s for s in stages if makers and registry.spec(s).trains_on == makers[0]]
+    return [makers[0], *trainers] if trainers else []
+
+
+def with_rounds(stages: list[str], loop: list[str], rounds: Any) -> list[str]:
+    """The stages with rounds 2..n of the on-policy loop after round 1 (iterative DPO: each round's pairs come from
+    the previous round's policy, which the round then trains on top of and takes as its DPO reference)."""
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ConfigError(f"rounds={rounds!r}: give a whole number >= 1 (1 = sample pairs and train on them once).")
+    if rounds == 1:
+        return stages
+    if not loop:
+        raise ConfigError(
+            f"rounds={rounds} repeats the on-policy loop, but stages {stages} have none: add pairs and the stage "
+            "that trains on them, e.g. stages: [data, sft, rm, judge, pairs, dpo, compare]."
+        )
+    last = max(stages.index(s) for s in loop)
+    later = [registry.round_name(s, r) for r in range(2, rounds + 1) for s in loop]
+    return [*stages[: last + 1], *later, *stages[last + 1 :]]
 
 
 def _move_aside(path: Path, log) -> None:

@@ -274,7 +274,7 @@ def upstream_identity(path: str | None) -> dict[str, Any] | None:
 
 def semantic_hash(recipe: Any) -> str:
     plain = to_plain(recipe)
-    stage = registry.BY_NAME.get(getattr(recipe, "STAGE", ""))
+    stage = registry.find(getattr(recipe, "STAGE", ""))
     for section in stage.hash_skips_bookkeeping_in if stage else ("training",):
         if isinstance(plain.get(section), dict):
             plain[section] = {k: v for k, v in plain[section].items() if k not in BOOKKEEPING_KEYS}

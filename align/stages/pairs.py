@@ -273,7 +273,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
     config_hash = common.semantic_hash(recipe)
     m = read_manifest(out)
     if m and m.get("status") == "complete" and m.get("config_hash") == config_hash and (out / PAIRS_FILE).is_file():
-        print(f"[align] pairs already complete in {out} (same config); skipping.")
+        print(f"[align] {recipe.STAGE} already complete in {out} (same config); skipping.")
         return out
     if m and m.get("config_hash") not in (None, config_hash):
         raise ConfigError(
@@ -293,7 +293,7 @@ def _make_pairs(recipe: Recipe, out: Path, config_hash: str) -> None:
     cfg = recipe.pairs
     recorder = RunRecorder(
         run_dir=out,
-        stage="pairs",
+        stage=recipe.STAGE,
         config=to_plain(recipe),
         config_hash=config_hash,
         model_ref=recipe.model.name_or_path,
@@ -314,7 +314,7 @@ def _make_pairs(recipe: Recipe, out: Path, config_hash: str) -> None:
             for it, cands in zip(chunk, made, strict=True):
                 done[it.id] = cands
                 f.write(json.dumps({"id": it.id, "candidates": cands}) + "\n")
-        print(f"[align] pairs: {len(done)}/{len(items)} prompts sampled and scored")
+        print(f"[align] {recipe.STAGE}: {len(done)}/{len(items)} prompts sampled and scored")
     rows, report, stats = _select(items, done, cfg.min_margin)
     atomic_write_text(out / PAIRS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     card_hash = _data_card(out, rows, report, recipe)
@@ -327,7 +327,7 @@ def _make_pairs(recipe: Recipe, out: Path, config_hash: str) -> None:
         card_hash=card_hash,
         pairs_file=PAIRS_FILE,
     )
-    print(f"[align] pairs complete: {report.kept} pairs from {report.total} prompts {report.dropped or ''} in {out}")
+    print(f"[align] {recipe.STAGE} complete: {report.kept} pairs from {report.total} prompts {report.dropped or ''} in {out}")
 
 
 def _select(

@@ -12,6 +12,7 @@ which ``align --help`` and ``align data`` should not pay for.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -67,23 +68,48 @@ TRAINING: dict[str, StageSpec] = {s.name: s for s in STAGES if s.trains}
 DEFAULT_PIPELINE: tuple[str, ...] = tuple(s.name for s in STAGES if s.default)
 
 
+# A later round of a pipeline's on-policy loop (pairs -> DPO) runs the same stages again in their own directories,
+# named ``<stage>-r<round>`` (``pairs-r2``, ``dpo-r2``); every lookup below maps such a name to its stage.
+ROUND_NAME = re.compile(r"^(?P<stage>[a-z_]+)-r(?P<round>[2-9]|[1-9][0-9]+)$")
+
+
+def round_name(stage: str, round_: int) -> str:
+    """The directory (and manifest) name of ``stage`` in round ``round_`` of the on-policy loop (round 1: plain)."""
+    return stage if round_ == 1 else f"{stage}-r{round_}"
+
+
+def stage_of(name: str) -> str:
+    """The registry stage a pipeline name stands for: ``dpo-r2`` -> ``dpo``; any other name as it is."""
+    m = ROUND_NAME.match(name)
+    return m["stage"] if m and m["stage"] in BY_NAME else name
+
+
+def round_of(name: str) -> int:
+    m = ROUND_NAME.match(name)
+    return int(m["round"]) if m and m["stage"] in BY_NAME else 1
+
+
+def find(name: str) -> StageSpec | None:
+    return BY_NAME.get(stage_of(name))
+
+
 def spec(name: str) -> StageSpec:
-    return BY_NAME[name]
+    return BY_NAME[stage_of(name)]
 
 
 def module_of(name: str) -> ModuleType:
     """The stage's training module (imported now: it brings in torch, transformers and TRL)."""
-    module = BY_NAME[name].module
+    module = spec(name).module
     if module is None:
         raise KeyError(f"stage {name!r} has no training module")
     return importlib.import_module(module)
 
 
 def tags_of(name: str) -> list[str]:
-    s = BY_NAME.get(name)
+    s = find(name)
     return list(s.tags) if s is not None and s.tags else [name]
 
 
 def makes(name: str) -> str | None:
-    s = BY_NAME.get(name)
+    s = find(name)
     return s.makes if s is not None else None

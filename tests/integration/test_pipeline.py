@@ -145,3 +145,31 @@ def test_unknown_stage_and_unknown_key_fail_before_anything_runs(tmp_path):
         _pipe(tmp_path, "stages=[sft,rlhf]")
     with pytest.raises(ConfigError, match=r"\[dpo\].*'dpo.lora.rank'|\[dpo\].*rank"):
         _pipe(tmp_path, "dpo.lora.rank=4")
+
+
+def test_rounds_sample_each_round_from_the_previous_rounds_policy_and_train_on_top_of_it(
+    tmp_path, align_home, tiny_model_dir
+):
+    pipe = _pipe(tmp_path, "stages=[data,sft,rm,pairs,dpo,compare]", "rounds=2")
+    assert pipe.stages == ["data", "sft", "rm", "pairs", "dpo", "pairs-r2", "dpo-r2", "compare"]
+    run_pipeline(pipe)
+    dpo, pairs2, dpo2 = (read_manifest(pipe.stage_dir(s)) for s in ("dpo", "pairs-r2", "dpo-r2"))
+    assert pairs2["status"] == dpo2["status"] == "complete" and pairs2["stage"] == "pairs-r2"
+    # round 2's pairs come from round 1's DPO policy, ranked by the same reward model
+    assert pairs2["parent"] == str(pipe.stage_dir("dpo")) and pairs2["policy"]["adapter"] == dpo["weights"]["adapter"]
+    assert pairs2["reward_model"]["path"] == read_manifest(pipe.stage_dir("pairs"))["reward_model"]["path"]
+    # round 2's DPO trains on those pairs, on top of round 1's policy (SFT and round 1 merged under it)
+    assert dpo2["data"]["sources"][0]["path"] == str(pipe.stage_dir("pairs-r2") / "pairs.jsonl")
+    assert dpo2["weights"]["merged"] == [str(pipe.stage_dir("sft") / "model"), str(pipe.stage_dir("dpo") / "model")]
+    assert "- dpo" in (pipe.stage_dir("dpo-r2") / "model" / "README.md").read_text()
+    report = json.loads((pipe.stage_dir("compare") / "report.json").read_text())
+    assert set(report["checkpoints"]) == {"tiny-llama", "sft", "dpo", "dpo-r2"}
+
+
+def test_rounds_need_the_on_policy_loop_and_a_whole_number(tmp_path):
+    from align.config import ConfigError
+
+    with pytest.raises(ConfigError, match="stages .* have none: add pairs"):
+        _pipe(tmp_path, "stages=[data,sft,dpo,compare]", "rounds=2")
+    with pytest.raises(ConfigError, match="rounds=0"):
+        _pipe(tmp_path, "rounds=0")
