@@ -327,7 +327,9 @@ def _make_pairs(recipe: Recipe, out: Path, config_hash: str) -> None:
         card_hash=card_hash,
         pairs_file=PAIRS_FILE,
     )
-    print(f"[align] {recipe.STAGE} complete: {report.kept} pairs from {report.total} prompts {report.dropped or ''} in {out}")
+    print(
+        f"[align] {recipe.STAGE} complete: {report.kept} pairs from {report.total} prompts {report.dropped or ''} in {out}"
+    )
 
 
 def _select(
