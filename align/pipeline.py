@@ -10,7 +10,9 @@ for that stage. Wiring, unless a stage section sets it: the RM starts from the S
 and PPO start from SFT, PPO scores with the RM, ``pairs`` samples from SFT and ranks with the RM, and DPO then
 trains on those pairs (``pairs.jsonl``) instead of the dataset's own, ``judge`` is a second reward model trained only on the eval split
 (prompts no policy saw), and ``compare`` compares base, SFT, DPO and PPO under the judge (or the RM when there is
-no judge stage). Every stage recipe is built and validated before anything runs.
+no judge stage). ``rounds: N`` repeats the pairs -> DPO loop: round r samples from round r-1's DPO policy and trains
+on top of it (its reference), in ``pairs-r<r>/`` and ``dpo-r<r>/``. Every stage recipe is built and validated before
+anything runs.
 
 Re-running skips stages whose manifest says complete with the same inputs (config, data file hashes, and the
 upstream stages' identities), resumes an interrupted stage from its last complete checkpoint, and re-runs
