@@ -30,7 +30,6 @@ from typing import Any
 
 import yaml
 
-from align.compare import CompareConfig, run_compare
 from align.config import (
     ConfigError,
     build_dataclass,
@@ -46,6 +45,7 @@ from align.data.card import card_hash_for
 from align.data.check import check_data
 from align.data.prepare import prepare_preferences
 from align.data.spec import DataConfig, DataError
+from align.eval.compare import CompareConfig, run_compare
 from align.stages import registry
 from align.stages.common import data_file_hashes, semantic_hash
 from align.tracking import atomic_write_text, process_state, read_manifest
