@@ -47,7 +47,7 @@ from align.data.prepare import prepare_preferences
 from align.data.spec import DataConfig, DataError
 from align.eval.compare import CompareConfig, run_compare
 from align.stages import registry
-from align.stages.common import data_file_hashes, semantic_hash
+from align.stages.plan import data_file_hashes, semantic_hash
 from align.tracking import atomic_write_text, process_state, read_manifest
 
 # Read from the stage registry (align/stages/registry.py), the one list of stages; kept under these names for callers.

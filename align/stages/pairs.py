@@ -44,6 +44,7 @@ from align.eval.generation import Sampling, generate, merged_copy
 from align.reward_models import RewardModelScorer
 from align.runs import load_policy
 from align.stages import common
+from align.stages.plan import semantic_hash
 from align.templates import Encoder, Skip, apply_template_choice
 from align.tracking import RunRecorder, atomic_write_text, process_state, read_manifest
 
@@ -270,7 +271,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
     """Make (or finish, or skip) the on-policy pairs dataset; returns the stage directory."""
     out = stage_dir(recipe)
     state = process_state()
-    config_hash = common.semantic_hash(recipe)
+    config_hash = semantic_hash(recipe)
     m = read_manifest(out)
     if m and m.get("status") == "complete" and m.get("config_hash") == config_hash and (out / PAIRS_FILE).is_file():
         print(f"[align] pairs already complete in {out} (same config); skipping.")

@@ -11,6 +11,7 @@ from typing import Any
 from align.config import ConfigError, to_plain
 from align.data.prompts import prompt_text
 from align.stages import common
+from align.stages.plan import plan_stage
 from align.stages.ppo.checkpoint import (
     _trim_jsonl,
     find_checkpoint,
@@ -24,6 +25,7 @@ from align.stages.ppo.rollout import (
     Rollout,
 )
 from align.stages.ppo.trainer import PPOTrainer
+from align.stages.resume import require_complete_checkpoint
 from align.tracking import RunRecorder, process_state
 
 
@@ -52,7 +54,7 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
     """
     from tqdm.auto import tqdm
 
-    plan = common.plan_stage(recipe, log=lambda *a: None)  # its checkpoint finder knows HF checkpoints only
+    plan = plan_stage(recipe, log=lambda *a: None)  # its checkpoint finder knows HF checkpoints only
     if plan.action == "skip":
         if process_state().is_main_process:
             print(f"[align] ppo already complete in {plan.out_dir} (same config); skipping. Use a new run.name.")
@@ -62,7 +64,7 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
     checkpoint: Path | None = None
     if trainer.plan.checkpoint and recipe.run.resume not in ("auto", "never"):
         checkpoint = Path(trainer.plan.checkpoint)
-        common.require_complete_checkpoint(checkpoint, f"run.resume={recipe.run.resume!r}")
+        require_complete_checkpoint(checkpoint, f"run.resume={recipe.run.resume!r}")
         if not (checkpoint / STATE_FILE).is_file():
             raise ConfigError(f"run.resume={recipe.run.resume!r} is not a complete PPO checkpoint (no state.json).")
     elif recipe.run.resume == "auto":
