@@ -151,13 +151,17 @@ _NEAR_ZERO_SD = 0.25
 
 
 def _length_support(x: np.ndarray) -> tuple[int, int]:
-    """(prompts needed, prompts available) for reading the fit at x = 0; see :func:`length_controlled_win_rate`."""
+    """(prompts needed, prompts available) for reading the length fit at x = 0 (equal lengths).
+
+    With ``m = max(5, ceil(0.1 n))``, at least ``m`` prompts need ``x <= 0.25`` AND at least ``m`` need
+    ``x >= -0.25`` (a quarter of a pooled SD of length from equal, or beyond it). When one checkpoint is, say,
+    always ~60 tokens longer, every x sits on one side far from 0 and the intercept of
+    :func:`length_controlled_win_rate` would be an extrapolation along an assumed straight logit line."""
     needed = max(5, math.ceil(0.1 * x.size))
     available = min(int(np.sum(x <= _NEAR_ZERO_SD)), int(np.sum(x >= -_NEAR_ZERO_SD)))
     return needed, available
 
 
-# Over 80 lines on purpose: the estimator's steps in order (design, fit, counterfactual, interval), read as one.
 def length_controlled_win_rate(
     scores_a: object,
     scores_b: object,
@@ -187,13 +191,10 @@ def length_controlled_win_rate(
        the same length.
 
     Identifiability: step 4 reads the fit at x = 0, which the data only pin down when some prompts sit at or
-    beyond equal length on each side. The rule: with ``m = max(5, ceil(0.1 n))``, at least ``m`` prompts need
-    ``x <= 0.25`` AND at least ``m`` need ``x >= -0.25`` (a quarter of a pooled SD of length from equal, or
-    beyond it). When one checkpoint is, say, always ~60 tokens longer, every x sits on one side far from 0, the
-    intercept is an extrapolation along an assumed straight logit line, and the result is ``identifiable:
-    False`` with ``lc_win_rate``, ``intercept``, ``low`` and ``high`` set to None and a ``note`` saying why
-    (the raw win rate and ``length_coef`` are still reported). Otherwise ``identifiable: True`` and ``note``
-    is None.
+    beyond equal length on each side (the rule is :func:`_length_support`'s). When they do not, the result is
+    ``identifiable: False`` with ``lc_win_rate``, ``intercept``, ``low`` and ``high`` set to None and a ``note``
+    saying why (the raw win rate and ``length_coef`` are still reported). Otherwise ``identifiable: True`` and
+    ``note`` is None.
 
     Other limits, stated honestly: it assumes the length effect is linear on the logit scale and the same for
     every prompt, and it controls for length only, not for anything that correlates with length.
@@ -208,13 +209,7 @@ def length_controlled_win_rate(
     check_tolerance(tie_tolerance)
     if not np.isfinite(ridge) or ridge <= 0:
         raise ValueError(f"ridge must be a small positive number (it keeps separable fits finite); got {ridge!r}.")
-    a, b = paired(scores_a, scores_b, "scores_a", "scores_b")
-    la, lb = paired(len_a, len_b, "len_a", "len_b")
-    if la.size != a.size:
-        raise ValueError(f"got {a.size} scores but {la.size} lengths; pass one length per prompt for each checkpoint.")
-    if np.any(la < 0) or np.any(lb < 0):
-        raise ValueError("len_a and len_b are response lengths in tokens and must be >= 0.")
-    y = paired_outcomes(a, b, tie_tolerance)
+    y, la, lb = _outcomes_and_lengths(scores_a, scores_b, len_a, len_b, tie_tolerance)
     n = y.size
     scale = float(np.std(np.concatenate([la, lb])))
     if scale == 0.0:
@@ -239,16 +234,15 @@ def length_controlled_win_rate(
         "note": None,
     }
     if available < needed:
-        out.update(lc_win_rate=None, intercept=None)
-        side, other = ("longer", "shorter") if np.median(x) > 0 else ("shorter", "longer")
-        out["note"] = (
-            f"length-controlled win rate not identifiable: only {available} of {n} prompts have a's answer at most "
-            f"{_NEAR_ZERO_SD * scale:.1f} tokens ({_NEAR_ZERO_SD} pooled SD) {side} than b's, or {other}, "
-            f"and {needed} are needed. a is almost always {side} (median difference {np.median(la - lb):+.1f} "
-            "tokens), so its win rate at equal length would be an extrapolation. Compare at matched lengths, or "
-            "report the raw win rate together with the length gap."
-        )
+        out.update(lc_win_rate=None, intercept=None, note=_not_identifiable_note(x, la - lb, scale, available, needed))
         return out
+    out["low"], out["high"] = _refit_ci(X, y, ridge, n_boot, alpha, seed)
+    return out
+
+
+def _refit_ci(X: np.ndarray, y: np.ndarray, ridge: float, n_boot: int, alpha: float, seed: int) -> tuple[float, float]:
+    """Percentile CI of sigmoid(intercept), refitting on prompt resamples."""
+    n = y.size
 
     def lc_replicates(idx: np.ndarray) -> np.ndarray:
         # A bootstrap resample is the original rows weighted by how often each was drawn.
@@ -257,5 +251,29 @@ def length_controlled_win_rate(
         counts = np.bincount(flat, minlength=block * n).reshape(block, n).astype(float)
         return sigmoid(_fit_logistic(X, y, counts, ridge)[:, 0])
 
-    out["low"], out["high"] = percentile_ci(bootstrap_replicates(lc_replicates, n, n_boot, seed), alpha)
-    return out
+    return percentile_ci(bootstrap_replicates(lc_replicates, n, n_boot, seed), alpha)
+
+
+def _outcomes_and_lengths(
+    scores_a: object, scores_b: object, len_a: object, len_b: object, tie_tolerance: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked inputs of :func:`length_controlled_win_rate`: per-prompt outcomes of a vs b and both lengths."""
+    a, b = paired(scores_a, scores_b, "scores_a", "scores_b")
+    la, lb = paired(len_a, len_b, "len_a", "len_b")
+    if la.size != a.size:
+        raise ValueError(f"got {a.size} scores but {la.size} lengths; pass one length per prompt for each checkpoint.")
+    if np.any(la < 0) or np.any(lb < 0):
+        raise ValueError("len_a and len_b are response lengths in tokens and must be >= 0.")
+    return paired_outcomes(a, b, tie_tolerance), la, lb
+
+
+def _not_identifiable_note(x: np.ndarray, gap: np.ndarray, scale: float, available: int, needed: int) -> str:
+    """Why the fit cannot be read at equal length: which side a sits on, by how much, and what to do instead."""
+    side, other = ("longer", "shorter") if np.median(x) > 0 else ("shorter", "longer")
+    return (
+        f"length-controlled win rate not identifiable: only {available} of {x.size} prompts have a's answer at most "
+        f"{_NEAR_ZERO_SD * scale:.1f} tokens ({_NEAR_ZERO_SD} pooled SD) {side} than b's, or {other}, "
+        f"and {needed} are needed. a is almost always {side} (median difference {np.median(gap):+.1f} "
+        "tokens), so its win rate at equal length would be an extrapolation. Compare at matched lengths, or "
+        "report the raw win rate together with the length gap."
+    )

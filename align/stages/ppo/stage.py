@@ -44,8 +44,6 @@ def _write_samples(path: Path, iteration: int, trainer: PPOTrainer, ro: Rollout,
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-# Over 80 lines on purpose: the stage's life in order (plan, record, resume, iterate, save, card); its parts live
-# in the package's other modules, and splitting this would only pass a dozen locals around.
 def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] | None = None):
     """Run (or resume, or skip) the PPO stage; returns the stage directory.
 
@@ -61,14 +59,7 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
         return plan.out_dir
     trainer = PPOTrainer(recipe, plan)
     log, cfg, acc = trainer.log, recipe.ppo, trainer.accelerator
-    checkpoint: Path | None = None
-    if trainer.plan.checkpoint and recipe.run.resume not in ("auto", "never"):
-        checkpoint = Path(trainer.plan.checkpoint)
-        require_complete_checkpoint(checkpoint, f"run.resume={recipe.run.resume!r}")
-        if not (checkpoint / STATE_FILE).is_file():
-            raise ConfigError(f"run.resume={recipe.run.resume!r} is not a complete PPO checkpoint (no state.json).")
-    elif recipe.run.resume == "auto":
-        checkpoint = find_checkpoint(trainer.out_dir / "checkpoints", log=log)
+    checkpoint = _checkpoint_to_resume(trainer, recipe)
     data_info = trainer.prepare_prompts()
     if trainer.is_main:
         trainer.out_dir.mkdir(parents=True, exist_ok=True)
@@ -87,24 +78,7 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
         is_main=trainer.is_main,
     )
     recorder.start()
-    extra = {
-        "reward_model": trainer.rm.path if trainer.rm else None,
-        "reward_fn": recipe.reward_fn,
-        "reference": recipe.reference if trainer.init_from else "base (no init_from)",
-        "value_model": cfg.value_model,
-        "value_init": trainer.value_init,
-        "value_adapter_init": trainer.value_adapter_init,
-        "reward_retokenized": bool(trainer.rm and trainer.rm.retokenize),
-        "processes": acc.num_processes,
-        # how to rebuild the policy (align.checkpoints): base -> merge each adapter -> this stage's adapter
-        "weights": {
-            "base": trainer.base_ref,
-            "merged": trainer.merged_chain,
-            "adapter": str(trainer.out_dir / "model"),
-            "value_head": "value_head.safetensors",
-            "value_adapter": CRITIC_DIR if cfg.value_model == "adapter" else None,
-        },
-    }
+    extra = _manifest_extra(trainer, recipe)
     if checkpoint is not None:
         trainer.load_checkpoint(checkpoint)
         log(f"[align] resuming ppo from {checkpoint} (iteration {trainer.iteration})")
@@ -145,3 +119,40 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
         common.write_stage_card(trainer.out_dir, recipe.STAGE)  # the same card every stage's finish step writes
     log(f"[align] ppo complete: {trainer.out_dir}")
     return trainer.out_dir
+
+
+def _checkpoint_to_resume(trainer: PPOTrainer, recipe: Recipe) -> Path | None:
+    """The checkpoint named by run.resume (checked: complete, and a PPO one), or with run.resume=auto the newest
+    complete one under ``checkpoints/``; None = start fresh."""
+    checkpoint: Path | None = None
+    if trainer.plan.checkpoint and recipe.run.resume not in ("auto", "never"):
+        checkpoint = Path(trainer.plan.checkpoint)
+        require_complete_checkpoint(checkpoint, f"run.resume={recipe.run.resume!r}")
+        if not (checkpoint / STATE_FILE).is_file():
+            raise ConfigError(f"run.resume={recipe.run.resume!r} is not a complete PPO checkpoint (no state.json).")
+    elif recipe.run.resume == "auto":
+        checkpoint = find_checkpoint(trainer.out_dir / "checkpoints", log=trainer.log)
+    return checkpoint
+
+
+def _manifest_extra(trainer: PPOTrainer, recipe: Recipe) -> dict[str, Any]:
+    """What PPO's manifest records beside the common fields: its reward, critic and how to rebuild the policy."""
+    cfg = recipe.ppo
+    return {
+        "reward_model": trainer.rm.path if trainer.rm else None,
+        "reward_fn": recipe.reward_fn,
+        "reference": recipe.reference if trainer.init_from else "base (no init_from)",
+        "value_model": cfg.value_model,
+        "value_init": trainer.value_init,
+        "value_adapter_init": trainer.value_adapter_init,
+        "reward_retokenized": bool(trainer.rm and trainer.rm.retokenize),
+        "processes": trainer.accelerator.num_processes,
+        # how to rebuild the policy (align.checkpoints): base -> merge each adapter -> this stage's adapter
+        "weights": {
+            "base": trainer.base_ref,
+            "merged": trainer.merged_chain,
+            "adapter": str(trainer.out_dir / "model"),
+            "value_head": "value_head.safetensors",
+            "value_adapter": CRITIC_DIR if cfg.value_model == "adapter" else None,
+        },
+    }
