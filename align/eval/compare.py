@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from align.config import import_callable
+from align.config import ConfigError, ModelSection, import_callable
 from align.data.load import load_preferences
 from align.data.prompts import load_prompts
 from align.data.spec import DataConfig, SourceSpec
@@ -83,6 +83,14 @@ class CompareConfig:
     n_examples: int = field(default=3, metadata={"help": "Side-by-side examples in the report."})
     output: str = field(default="runs/compare", metadata={"help": "Report directory."})
     dtype: str = field(default="float32", metadata={"help": "Dtype for generation and scoring."})
+    model: ModelSection | None = field(
+        default=None,
+        metadata={
+            "help": "Loading settings of the compared models and judges: revision (of model.name_or_path), "
+            "trust_remote_code, attn_implementation; the pipeline passes its model section. Weights load in "
+            "compare.dtype, so model.dtype is refused."
+        },
+    )
 
 
 def generate(
@@ -152,7 +160,7 @@ def _display_name(ckpt: str, info: dict[str, Any], taken: set[str]) -> str:
 def _policy_entry(ckpt: str, prompts: list, pairs: list, cfg: CompareConfig, log) -> tuple[dict[str, Any], Any]:
     """Answers of one checkpoint (generated from a merged copy: fast), its KL to its own training reference (sampled
     at temperature 1, plus the sum along the answers shown) and its implicit-reward accuracy."""
-    model, tok, info = load_policy(ckpt, dtype=cfg.dtype, log=log)
+    model, tok, info = load_policy(ckpt, dtype=cfg.dtype, settings=cfg.model, log=log)
     fast = generation.merged_copy(model) if info.get("adapter") else model
     tg = time.time()
     samples = generate(fast, tok, prompts, cfg)
@@ -194,11 +202,11 @@ def _best_of_n_entry(ckpt: str, prompts: list, cfg: CompareConfig, log) -> tuple
     run, n = parse_best_of_n(ckpt)
     if not cfg.bon_reward_model:
         raise ValueError(f"{ckpt}: best-of-n needs compare.bon_reward_model (the reward-model run that picks).")
-    model, tok, info = load_policy(run, dtype=cfg.dtype, log=log)
+    model, tok, info = load_policy(run, dtype=cfg.dtype, settings=cfg.model, log=log)
     fast = generation.merged_copy(model) if info.get("adapter") else model
     tg = time.time()
     cands = generate(fast, tok, prompts, cfg, temperature=cfg.bon_temperature, num_samples=n)
-    rm = RewardModelScorer(cfg.bon_reward_model, tok, dtype=cfg.dtype, log=log)
+    rm = RewardModelScorer(cfg.bon_reward_model, tok, dtype=cfg.dtype, log=log, settings=cfg.model)
     scores = rm(
         [prompts[c["index"]] for c in cands],
         [c["prompt_ids"] + c["response_ids"] for c in cands],
@@ -225,6 +233,10 @@ def run_compare(cfg: CompareConfig, log=print, pairs: list[Any] | None = None) -
         raise ValueError("compare needs at least one checkpoint")
     if not cfg.judge:
         raise ValueError("compare needs a judge: --judge <reward model run or dir> or --judge module:function")
+    if cfg.model is not None and cfg.model.dtype != ModelSection.dtype:
+        raise ConfigError(
+            f"compare.model.dtype={cfg.model.dtype!r}: compare loads every model in compare.dtype; set that instead."
+        )
     out_dir = Path(cfg.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = load_prompt_records(cfg.prompts, cfg.max_prompts)
@@ -247,7 +259,7 @@ def run_compare(cfg: CompareConfig, log=print, pairs: list[Any] | None = None) -
         results[name] = entry
         gc.collect()
 
-    judge = load_judge(cfg.judge, tok, dtype=cfg.dtype, log=log)
+    judge = load_judge(cfg.judge, tok, dtype=cfg.dtype, log=log, settings=cfg.model)
     for entry in results.values():
         texts = [s["text"] for s in entry["samples"]]
         ended = [s["eos"] for s in entry["samples"]]

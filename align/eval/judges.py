@@ -5,17 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from align.config import import_callable
+from align.config import ModelSection, import_callable
 from align.data.prompts import prompt_text
 from align.reward_models import RewardModelScorer
 
 
-def load_judge(judge: str, policy_tokenizer: Any, dtype: str = "float32", log=print) -> dict[str, Any]:
+def load_judge(
+    judge: str, policy_tokenizer: Any, dtype: str = "float32", log=print, settings: ModelSection | None = None
+) -> dict[str, Any]:
     """A reward model (``align rm`` run dir, adapter dir or full model, rebuilt with the adapters merged under it)
-    or a ``module:function`` reward."""
+    or a ``module:function`` reward. ``settings``: model loading settings (align.runs.load_settings)."""
     if ":" in judge and not Path(judge).exists():
         return {"kind": "function", "fn": import_callable(judge, f"--judge {judge!r}"), "id": judge}
-    scorer = RewardModelScorer(judge, policy_tokenizer, dtype=dtype, log=log)
+    scorer = RewardModelScorer(judge, policy_tokenizer, dtype=dtype, log=log, settings=settings)
     return {"kind": "model", "scorer": scorer, "id": str(scorer.model_dir.resolve())}
 
 

@@ -27,7 +27,7 @@ from align.data.validate import check_drop_fraction
 from align.errors import NoGradientError, NonFiniteError  # noqa: F401  (re-exported: importable here as before)
 from align.modelcard import write_model_card
 from align.models import load_causal_lm, load_tokenizer, lora_config, resolve_model_path
-from align.runs import merge_chain, merged_chain_of
+from align.runs import lineage_path, lineage_weights, merge_chain, merged_chain_of
 from align.stages import registry
 
 # Re-exported: these names were defined here before the plan and the checkpoint checks got their own modules.
@@ -330,7 +330,7 @@ class StageContext:
             config=to_plain(self.recipe),
             config_hash=self.plan.config_hash,
             model_ref=self.recipe.model.name_or_path,
-            parent=parent or (str(self.init_from) if self.init_from else None),
+            parent=lineage_path(parent or self.init_from, self.out_dir) if (parent or self.init_from) else None,
             data=prepared.manifest_info() if prepared is not None else {},
             is_main=self.is_main,
         )
@@ -386,8 +386,8 @@ class StageContext:
                 metrics,
                 processes=self.state.num_processes,
                 status="complete",
-                model_dir=str(self.out_dir / "model"),
-                weights=self.weights,
+                model_dir=lineage_path(self.out_dir / "model", self.out_dir),
+                weights=lineage_weights(self.weights, self.out_dir),
                 **extra,
             )
         if self.is_main:

@@ -48,7 +48,9 @@ def test_pipeline_runs_every_stage_and_leaves_a_report_with_cis(finished):
         assert (pipe.stage_dir("compare") / png).stat().st_size > 1000
     assert "## Pairwise win rates" in (pipe.stage_dir("compare") / "report.md").read_text()
     # Stage wiring: DPO and RM started from SFT; the judge trained on the eval split only.
-    assert read_manifest(pipe.stage_dir("dpo"))["weights"]["merged"] == [str(pipe.stage_dir("sft") / "model")]
+    # stored relative to the run root (issue 13: "lineage paths inside a run directory are stored relative to the
+    # run root"); before, the path as the pipeline wrote it: str(pipe.stage_dir("sft") / "model")
+    assert read_manifest(pipe.stage_dir("dpo"))["weights"]["merged"] == ["sft/model"]
     judge = read_manifest(pipe.stage_dir("judge"))
     assert judge["data"]["train"] < judge["data"]["eval"]
     assert read_manifest(pipe.stage_dir("data"))["card_hash"]
@@ -145,3 +147,9 @@ def test_unknown_stage_and_unknown_key_fail_before_anything_runs(tmp_path):
         _pipe(tmp_path, "stages=[sft,rlhf]")
     with pytest.raises(ConfigError, match=r"\[dpo\].*'dpo.lora.rank'|\[dpo\].*rank"):
         _pipe(tmp_path, "dpo.lora.rank=4")
+
+
+def test_compare_gets_the_pipelines_model_loading_settings_but_not_its_dtype(tmp_path):
+    pipe = _pipe(tmp_path, "model.attn_implementation=eager", "model.dtype=bfloat16")
+    assert pipe.compare["model"]["attn_implementation"] == "eager" and "dtype" not in pipe.compare["model"]
+    assert pipe.recipes["dpo"].model.attn_implementation == "eager"

@@ -10,6 +10,7 @@ from typing import Any
 
 from align.config import ConfigError, to_plain
 from align.data.prompts import prompt_text
+from align.runs import lineage_path, lineage_weights
 from align.stages import common
 from align.stages.plan import plan_stage
 from align.stages.ppo.checkpoint import (
@@ -73,7 +74,7 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
         config=to_plain(recipe),
         config_hash=trainer.plan.config_hash,
         model_ref=recipe.model.name_or_path,
-        parent=str(trainer.init_from) if trainer.init_from else None,
+        parent=lineage_path(trainer.init_from, trainer.out_dir) if trainer.init_from else None,
         data=data_info,
         is_main=trainer.is_main,
     )
@@ -112,7 +113,8 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
         recorder.finish(last, status="failed", error=f"{type(e).__name__}: {e}", **extra)
         raise
     final = {k: v for k, v in last.items() if isinstance(v, (int, float))}
-    recorder.finish(final, status="complete", model_dir=str(trainer.out_dir / "model"), **extra)
+    model_dir = lineage_path(trainer.out_dir / "model", trainer.out_dir)
+    recorder.finish(final, status="complete", model_dir=model_dir, **extra)
     if trainer.trackers:
         acc.end_training()
     if trainer.is_main:
@@ -139,7 +141,7 @@ def _manifest_extra(trainer: PPOTrainer, recipe: Recipe) -> dict[str, Any]:
     """What PPO's manifest records beside the common fields: its reward, critic and how to rebuild the policy."""
     cfg = recipe.ppo
     return {
-        "reward_model": trainer.rm.path if trainer.rm else None,
+        "reward_model": lineage_path(trainer.rm.path, trainer.out_dir) if trainer.rm else None,
         "reward_fn": recipe.reward_fn,
         "reference": recipe.reference if trainer.init_from else "base (no init_from)",
         "value_model": cfg.value_model,
@@ -147,12 +149,15 @@ def _manifest_extra(trainer: PPOTrainer, recipe: Recipe) -> dict[str, Any]:
         "value_adapter_init": trainer.value_adapter_init,
         "reward_retokenized": bool(trainer.rm and trainer.rm.retokenize),
         "processes": trainer.accelerator.num_processes,
-        # how to rebuild the policy (align.checkpoints): base -> merge each adapter -> this stage's adapter
-        "weights": {
-            "base": trainer.base_ref,
-            "merged": trainer.merged_chain,
-            "adapter": str(trainer.out_dir / "model"),
-            "value_head": "value_head.safetensors",
-            "value_adapter": CRITIC_DIR if cfg.value_model == "adapter" else None,
-        },
+        # how to rebuild the policy (align.runs): base -> merge each adapter -> this stage's adapter
+        "weights": lineage_weights(
+            {
+                "base": trainer.base_ref,
+                "merged": trainer.merged_chain,
+                "adapter": str(trainer.out_dir / "model"),
+                "value_head": "value_head.safetensors",
+                "value_adapter": CRITIC_DIR if cfg.value_model == "adapter" else None,
+            },
+            trainer.out_dir,
+        ),
     }

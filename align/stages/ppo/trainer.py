@@ -129,7 +129,12 @@ class PPOTrainer(PPOCheckpointing):
         self.reward_fn: ProgrammaticReward | None = None
         if recipe.reward_model:
             self.rm = RewardModelScorer(
-                recipe.reward_model, self.tokenizer, dtype=recipe.model.dtype, device=self.device, log=self.log
+                recipe.reward_model,
+                self.tokenizer,
+                dtype=recipe.model.dtype,
+                device=self.device,
+                log=self.log,
+                settings=recipe.model,
             )
             if self.cfg.reward_normalization == "rm_stats" and not self.rm.stats:
                 raise ConfigError(
