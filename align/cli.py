@@ -78,7 +78,6 @@ def _one_paragraph(text: str) -> str:
     return "\n".join(line for line in text.strip().splitlines() if line.strip())
 
 
-# Over 80 lines on purpose: declarations of every command's options, no logic.
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="align",
@@ -97,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--from", dest="from_stage", help="re-run from this stage on")
     sp.add_argument("--only", help="run only this stage")
 
+    _add_data_parser(sub)
+    _add_compare_parser(sub)
+    _add_models_parser(sub)
+    return p
+
+
+def _add_data_parser(sub: typing.Any) -> None:
     sp = sub.add_parser("data", help="inspect, validate, convert, split, card and agreement for preference data")
     dsub = sp.add_subparsers(dest="data_command", metavar="ACTION")
     for name, help_ in (
@@ -150,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
             "or 0.2)",
         )
 
+
+def _add_compare_parser(sub: typing.Any) -> None:
     sp = sub.add_parser("compare", help="generate with checkpoints on held-out prompts and compare them with a judge")
     sp.add_argument(
         "checkpoints", nargs="+", help="run/stage directories, model references, or bon:<run>@<n> (best of n)"
@@ -168,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dtype", help="float32 (default) or bfloat16 for generation and scoring")
     sp.add_argument("-o", "--output", help="report directory (default runs/compare)")
 
+
+def _add_models_parser(sub: typing.Any) -> None:
     sp = sub.add_parser("models", help="list and fetch built-in models")
     msub = sp.add_subparsers(dest="models_command", metavar="ACTION")
     ml = msub.add_parser("list", help="built-in models and whether they are cached")
@@ -175,7 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
     mf = msub.add_parser("fetch", help="download and convert a built-in model into the cache (no-op when cached)")
     mf.add_argument("name", help="e.g. smollm2-135m-instruct")
     mf.add_argument("--force", action="store_true", help="rebuild even when the cache is complete")
-    return p
 
 
 def _recipe_args(sp: argparse.ArgumentParser) -> None:

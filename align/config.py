@@ -182,51 +182,19 @@ def resolve_raw(obj: Any) -> Any:
     return obj
 
 
-# Over 80 lines on purpose: one case per supported annotation, in the order they must be tried (precedence matters).
 def coerce(value: Any, tp: Any, key: str) -> Any:
-    """Coerce ``value`` (from YAML or an override) to the declared type ``tp``; raise ConfigError naming ``key``."""
+    """Coerce ``value`` (from YAML or an override) to the declared type ``tp``; raise ConfigError naming ``key``.
+
+    One case per supported annotation, tried in this order (precedence matters: a union before its members, bool
+    before int)."""
     if isinstance(value, RawOverride):
-        if (
-            tp is str
-            or (isinstance(tp, type) and issubclass(tp, enum.Enum))
-            or typing.get_origin(tp) is typing.Literal
-        ):
-            value = str(value)
-        elif (
-            typing.get_origin(tp) in (typing.Union, types.UnionType)
-            and any(a is str or (isinstance(a, type) and issubclass(a, enum.Enum)) for a in typing.get_args(tp))
-            and not _looks_structured(value)
-        ):
-            value = str(value)
-        else:
-            try:
-                value = yaml.safe_load(value) if value != "" else ""
-            except yaml.YAMLError:
-                value = str(value)
+        value = _parse_override(value, tp)
     if tp is Any or tp is typing.Any or tp is object:
         return value
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        if isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args:
-            return None
-        errors: list[str] = []
-        # Prefer an exact type match before trying conversions (e.g. "all-linear" for list[str] | str).
-        for a in args:
-            if a is not type(None) and isinstance(a, type) and isinstance(value, a) and not isinstance(value, bool):
-                return value
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return coerce(value, a, key)
-            except ConfigError as e:
-                if dataclasses.is_dataclass(a) and isinstance(value, dict):
-                    raise  # the section's own, more precise message (unknown key, wrong type inside)
-                errors.append(str(e))
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}.")
+        return _coerce_union(value, tp, args, key)
     if origin is typing.Literal:
         if value in args:
             return value
@@ -255,37 +223,11 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         except ValueError:
             raise ConfigError(f"{key}: {value!r} is not one of {[m.value for m in tp]}.") from None
     if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
-            return value.lower() in ("true", "yes", "1", "on")
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        raise ConfigError(f"{key}: expected true or false, got {value!r}.")
+        return _to_bool(value, key)
     if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}.")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}.")
+        return _to_int(value, key)
     if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}.")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}.")
+        return _to_float(value, key)
     if tp is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{key}: expected a string, got {value!r}.")
@@ -301,6 +243,80 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}.")
     return value
+
+
+def _parse_override(value: RawOverride, tp: Any) -> Any:
+    """A ``key=value`` override's text: kept as a string where the field takes text, else read as YAML."""
+    if tp is str or (isinstance(tp, type) and issubclass(tp, enum.Enum)) or typing.get_origin(tp) is typing.Literal:
+        return str(value)
+    if (
+        typing.get_origin(tp) in (typing.Union, types.UnionType)
+        and any(a is str or (isinstance(a, type) and issubclass(a, enum.Enum)) for a in typing.get_args(tp))
+        and not _looks_structured(value)
+    ):
+        return str(value)
+    try:
+        return yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        return str(value)
+
+
+def _coerce_union(value: Any, tp: Any, args: tuple[Any, ...], key: str) -> Any:
+    if value is None and type(None) in args:
+        return None
+    if isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args:
+        return None
+    # Prefer an exact type match before trying conversions (e.g. "all-linear" for list[str] | str).
+    for a in args:
+        if a is not type(None) and isinstance(a, type) and isinstance(value, a) and not isinstance(value, bool):
+            return value
+    for a in args:
+        if a is type(None):
+            continue
+        try:
+            return coerce(value, a, key)
+        except ConfigError:
+            if dataclasses.is_dataclass(a) and isinstance(value, dict):
+                raise  # the section's own, more precise message (unknown key, wrong type inside)
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}.")
+
+
+def _to_bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+        return value.lower() in ("true", "yes", "1", "on")
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ConfigError(f"{key}: expected true or false, got {value!r}.")
+
+
+def _to_int(value: Any, key: str) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}.")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{key}: expected an integer, got {value!r}.")
+
+
+def _to_float(value: Any, key: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a number, got {value!r}.")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{key}: expected a number, got {value!r}.")
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -69,6 +69,10 @@ def render_model_card(
         lines.append(f"- reward model optimised against: `{manifest['reward_model']}`")
     if manifest.get("reference"):
         lines.append(f"- reference model: {manifest['reference']}")
+    if manifest.get("run_root"):
+        lines.append(
+            "- paths that are not absolute are relative to the run root (the directory of the stage directories)"
+        )
     data = manifest.get("data") or {}
     lines += ["", "## Data", ""]
     for src in data.get("sources") or []:
@@ -100,7 +104,8 @@ def render_model_card(
         "",
         "```python",
         "from align.runs import load_policy",
-        f"model, tokenizer, info = load_policy({str(weights.get('adapter', 'path/to/model'))!r})",
+        f"model, tokenizer, info = load_policy({str(weights.get('adapter', 'path/to/model'))!r})"
+        + ("  # from the run root" if manifest.get("run_root") else ""),
         "```",
         "",
         f"Produced by align {manifest.get('code_version', '')} in {manifest.get('seconds', '?')} s; "

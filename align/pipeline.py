@@ -32,7 +32,6 @@ from typing import Any
 
 import yaml
 
-from align.compare import CompareConfig, run_compare
 from align.config import (
     ConfigError,
     build_dataclass,
@@ -48,8 +47,10 @@ from align.data.card import card_hash_for
 from align.data.check import check_data
 from align.data.prepare import prepare_preferences
 from align.data.spec import DataConfig, DataError
+from align.eval.compare import CompareConfig, run_compare
+from align.runs import lineage_path
 from align.stages import registry
-from align.stages.common import data_file_hashes, semantic_hash
+from align.stages.plan import data_file_hashes, semantic_hash
 from align.tracking import atomic_write_text, process_state, read_manifest
 
 # Read from the stage registry (align/stages/registry.py), the one list of stages; kept under these names for callers.
@@ -131,6 +132,10 @@ def build_pipeline(
             continue
         if registry.makes(stage) == "report":
             pipe.compare = dict(data.get("compare") or {})
+            # compare loads the models the way the stages did (model.dtype aside: compare.dtype sets that)
+            loading = {k: v for k, v in dict(data.get("model") or {}).items() if k != "dtype"}
+            if loading:
+                pipe.compare.setdefault("model", loading)
             continue
         module = registry.module_of(stage)
         fields = set(module.Recipe.__dataclass_fields__)
@@ -271,7 +276,7 @@ def run_compare_stage(pipe: Pipeline, log=print) -> dict[str, Any]:
                     "stage": "compare",
                     "status": "complete",
                     "config_hash": key,
-                    "report": str(out / "report.md"),
+                    "report": lineage_path(out / "report.md", out),
                     "warnings": report["warnings"],
                     "seconds": report["seconds"],
                     "ended_at": time.time(),

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from align.config import ConfigError
+from align.config import ConfigError, ModelSection
 from align.runs import RunDir, load_reward_model
 from align.templates import Encoder, Skip, apply_template_choice, encode_text
 
@@ -109,8 +109,17 @@ def resolve_reward_model_dir(path: str) -> tuple[Path, Path | None]:
 class RewardModelScorer:
     """A sequence-classification reward model with its own tokenizer; scores prompt+response sequences."""
 
-    def __init__(self, path: str, policy_tokenizer: Any, dtype: str = "float32", device: Any = "cpu", log=print):
-        model, self.tokenizer, info = load_reward_model(path, dtype=dtype, log=log)
+    def __init__(
+        self,
+        path: str,
+        policy_tokenizer: Any,
+        dtype: str = "float32",
+        device: Any = "cpu",
+        log=print,
+        settings: ModelSection | None = None,
+    ):
+        """``settings``: the calling stage's ``model`` section (align.runs.load_settings says what applies)."""
+        model, self.tokenizer, info = load_reward_model(path, dtype=dtype, settings=settings, log=log)
         self.path = str(Path(path).expanduser().resolve())
         self.model_dir = info["model_dir"]
         stats_file = self.model_dir / "reward_stats.json"

@@ -5,21 +5,28 @@ A stage's adapter is trained on top of a base model into which earlier adapters 
 ``reference: sft`` trains a fresh LoRA on base + merged SFT adapter, an RM initialised from SFT trains on base +
 merged SFT adapter). Each manifest records that as::
 
-    "weights": {"base": "<model reference>", "merged": ["runs/x/sft/model", ...], "adapter": "runs/x/dpo/model"}
+    "weights": {"base": "<model reference>", "merged": ["sft/model", ...], "adapter": "dpo/model"}
 
 so any checkpoint can be rebuilt (base -> merge each listed adapter in order -> attach this stage's adapter), and its
-training reference is the same model with the adapter disabled. Paths in the lineage are resolved against where the
-run directory is now (``resolve_lineage``), so a finished pipeline directory can be moved or read from elsewhere.
+training reference is the same model with the adapter disabled.
+
+Lineage paths are stored relative to the **run root**, the directory that holds a run's stage directories
+(``<run.root>/<run.name>/``: a pipeline writes every stage there, and a stage run alone writes
+``<run.root>/<run.name>/<stage>``), when they point inside it (``"merged": ["sft/model"]``), and absolute when they
+point elsewhere (a model or adapter directory of the user's). On read they are resolved against where the run
+directory is now (:func:`resolve_lineage`), so a finished run root can be moved, or read from another working
+directory. Manifests written before this rule (absolute or working-directory-relative paths) still load.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from align.config import ConfigError
+from align.config import ConfigError, ModelSection
 from align.models import load_causal_lm, load_sequence_classifier, load_tokenizer, resolve_model_path
 
 MODEL_DIR = "model"
@@ -42,17 +49,63 @@ def read_stage_manifest(path: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def resolve_lineage(recorded: str | Path, stage_dir: str | Path | None) -> Path:
-    """A path from a manifest's lineage (``weights.merged``, ``init_from``), resolved against where the run is now.
+def run_root_of(stage_dir: str | Path) -> Path:
+    """The run root of a stage directory: the directory holding the run's stage directories."""
+    return Path(stage_dir).parent
 
-    Tried in order: the path as recorded (absolute, or relative to the working directory); relative to the run root
-    (the directory holding the stage directories); and, for a path written as ``<anything>/<stage>/model`` by a
+
+def lineage_path(target: str | Path, stage_dir: str | Path) -> str:
+    """How the manifest of ``stage_dir`` stores a path it depends on: relative to the run root (POSIX separators) when
+    ``target`` lies inside it, so the run root can move as a whole; else absolute. Relative inputs are read against
+    the working directory, as recipes are."""
+    full = Path(os.path.abspath(Path(target).expanduser()))
+    root = Path(os.path.abspath(run_root_of(Path(stage_dir).expanduser())))
+    for a, b in ((full, root), (full.resolve(), root.resolve())):  # as written, then with symlinks resolved
+        if a == b or b in a.parents:
+            return a.relative_to(b).as_posix()
+    return str(full)
+
+
+def lineage_ref(ref: str | None, stage_dir: str | Path) -> str | None:
+    """A model reference as a manifest stores it: an existing local directory as :func:`lineage_path` stores a path,
+    anything else (``builtin:<name>``, a hub id) as given."""
+    return lineage_path(ref, stage_dir) if ref and Path(ref).expanduser().exists() else ref
+
+
+def lineage_weights(weights: dict[str, Any], stage_dir: str | Path) -> dict[str, Any]:
+    """A ``weights`` record (base, merged, adapter; file names inside the model directory are left as they are) as
+    the manifest of ``stage_dir`` stores it."""
+    out = dict(weights)
+    out["base"] = lineage_ref(out.get("base"), stage_dir)
+    out["merged"] = [lineage_path(m, stage_dir) for m in out.get("merged") or []]
+    if out.get("adapter"):
+        out["adapter"] = lineage_path(out["adapter"], stage_dir)
+    return out
+
+
+def resolve_lineage(recorded: str | Path, stage_dir: str | Path | None, written_in: str | None = None) -> Path:
+    """A path from a manifest's lineage (``weights.merged``, ``init_from``...), resolved against where the run is now.
+
+    ``written_in``: the run root the manifest was written in (its ``run_root``), present in manifests that store
+    lineage relative to the run root. Such a relative path is looked up under the run root the stage directory sits
+    in now, then under the one it was written in (a stage directory copied out of its run on its own); the first
+    that exists wins, else the first. Absolute paths are taken as they are.
+
+    Older manifests (no ``run_root``) stored paths as given: tried as recorded (absolute, or relative to the
+    working directory), then relative to the run root, then, for a path written as ``<anything>/<stage>/model`` by a
     pipeline that ran elsewhere, that stage beside this one. The first that exists wins; else the recorded path.
     """
     p = Path(recorded)
-    if p.exists() or stage_dir is None:
+    if stage_dir is None:
         return p
-    root = Path(stage_dir).parent
+    root = run_root_of(stage_dir)
+    if written_in is not None:
+        if p.is_absolute():
+            return p
+        candidates = [root / p, Path(written_in) / p]
+        return next((c for c in candidates if c.exists()), candidates[0])
+    if p.exists():
+        return p
     candidates = [] if p.is_absolute() else [root / p]
     for k in (2, 1):  # <stage>/model, then <stage>
         if len(p.parts) >= k:
@@ -91,16 +144,28 @@ class RunDir:
     def weights(self) -> dict[str, Any]:
         return self.manifest.get("weights") or {}
 
+    def lineage(self, recorded: str | Path) -> Path:
+        """A path of this run's lineage, resolved to where it is now (:func:`resolve_lineage`)."""
+        return resolve_lineage(recorded, self.path, self.manifest.get("run_root"))
+
     def base_ref(self) -> str | None:
-        """The model the adapter sits on: the manifest's, else the adapter config's ``base_model_name_or_path``."""
+        """The model the adapter sits on: the manifest's, else the adapter config's ``base_model_name_or_path``. A
+        local model directory recorded in the lineage is resolved to where it is now; a model reference is kept."""
         ref = self.weights.get("base") or self.manifest.get("model")
         if ref is None and self.is_adapter:
             ref = json.loads((self.model_dir / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+        if ref and self.is_run and self.lineage(ref).exists():
+            return str(self.lineage(ref))
         return ref
 
     def merged(self) -> list[Path]:
         """The adapters (or a full model) merged into the base before this run trained, resolved to where they are."""
-        return [resolve_lineage(c, self.path) for c in self.weights.get("merged") or []]
+        return [self.lineage(c) for c in self.weights.get("merged") or []]
+
+    def reward_model(self) -> str | None:
+        """The reward-model run this run was optimised against (PPO), resolved to where it is now."""
+        rm = self.manifest.get("reward_model")
+        return str(self.lineage(rm)) if isinstance(rm, str) and rm else rm
 
     def checkpoints(self) -> list[Path]:
         ckpts = self.path / "checkpoints"
@@ -135,11 +200,32 @@ def _check_chain(ref: str | Path, chain: list[Path]) -> None:
         )
 
 
-def load_policy(run_or_model: str, *, dtype: str = "float32", log=print) -> tuple[Any, Any, dict[str, Any]]:
+def load_settings(base_ref: str | None, settings: ModelSection | None) -> dict[str, Any]:
+    """How a stage's ``model`` section loads a base model: ``trust_remote_code`` and ``attn_implementation`` apply to
+    every model the stage loads, ``revision`` only to the section's own model reference (another base model has
+    revisions of its own). ``dtype`` is the caller's to pass."""
+    if settings is None:
+        return {}
+    return {
+        "revision": settings.revision if base_ref == settings.name_or_path else None,
+        "trust_remote_code": settings.trust_remote_code,
+        "attn_implementation": settings.attn_implementation,
+    }
+
+
+def _tokenizer_settings(kwargs: dict[str, Any], revision: bool = False) -> dict[str, Any]:
+    keep = ("revision", "trust_remote_code") if revision else ("trust_remote_code",)
+    return {k: kwargs[k] for k in keep if k in kwargs}
+
+
+def load_policy(
+    run_or_model: str, *, dtype: str = "float32", settings: ModelSection | None = None, log=print
+) -> tuple[Any, Any, dict[str, Any]]:
     """A checkpoint for generation: a stage directory (``runs/x/dpo``), an adapter directory, or a model reference.
 
     Returns ``(model, tokenizer, info)``; for adapters the model is a ``PeftModel`` whose ``disable_adapter()``
-    context gives the stage's reference model. ``info`` names the base, merged chain and adapter.
+    context gives the stage's reference model. ``info`` names the base, merged chain and adapter. ``settings``: the
+    calling stage's ``model`` section, applied as :func:`load_settings` says.
     """
     run = RunDir.of(run_or_model)
     if run.is_adapter:
@@ -150,31 +236,36 @@ def load_policy(run_or_model: str, *, dtype: str = "float32", log=print) -> tupl
         base_ref = run.base_ref()
         chain = run.merged()
         _check_chain(run_or_model, chain)
-        base = load_causal_lm(resolve_model_path(base_ref, log=log), dtype=dtype)
+        kwargs = load_settings(base_ref, settings)
+        base = load_causal_lm(resolve_model_path(base_ref, log=log), dtype=dtype, **kwargs)
         base = merge_chain(base, [str(c) for c in chain])
         model = PeftModel.from_pretrained(base, str(adapter))
-        tok = load_tokenizer(str(adapter))
+        tok = load_tokenizer(str(adapter), **_tokenizer_settings(kwargs))
         info = {
             "base": base_ref,
             "merged": [str(c) for c in chain],
             "adapter": str(adapter),
             "stage": manifest.get("stage"),
-            "reward_model": manifest.get("reward_model"),
+            "reward_model": run.reward_model(),
         }
     else:
         path = resolve_model_path(str(run_or_model), log=log)
-        model = load_causal_lm(path, dtype=dtype)
-        tok = load_tokenizer(path)
+        kwargs = load_settings(str(run_or_model), settings)
+        model = load_causal_lm(path, dtype=dtype, **kwargs)
+        tok = load_tokenizer(path, **_tokenizer_settings(kwargs, revision=True))
         info = {"base": str(run_or_model), "merged": [], "adapter": None, "stage": None, "reward_model": None}
     model.eval()
     model.config.use_cache = True
     return model, tok, info
 
 
-def load_reward_model(path: str | Path, *, dtype: str = "float32", log=print) -> tuple[Any, Any, dict[str, Any]]:
+def load_reward_model(
+    path: str | Path, *, dtype: str = "float32", settings: ModelSection | None = None, log=print
+) -> tuple[Any, Any, dict[str, Any]]:
     """A reward model as it was trained: base -> every entry of its manifest's ``weights.merged`` (e.g. the SFT
     adapter when the RM was initialised from SFT) -> its own adapter and score head, merged for fast scoring; or a
-    full sequence-classification model directory. Returns ``(model, tokenizer, info)``.
+    full sequence-classification model directory. Returns ``(model, tokenizer, info)``. ``settings``: the calling
+    stage's ``model`` section, applied as :func:`load_settings` says.
 
     Stock equivalent for an RM with nothing merged under it: ``AutoPeftModelForSequenceClassification.from_pretrained(
     path, num_labels=1)`` (``num_labels=1`` matters: the base model's config says 2)."""
@@ -194,16 +285,19 @@ def load_reward_model(path: str | Path, *, dtype: str = "float32", log=print) ->
         if not base_ref:
             raise ConfigError(f"reward_model {model_dir}: cannot tell its base model (no manifest, no base path).")
         base_path = resolve_model_path(base_ref, log=log)
-        tok_src = str(model_dir) if (model_dir / "tokenizer_config.json").is_file() else base_path
-        tok = load_tokenizer(tok_src)
-        model = load_sequence_classifier(base_path, dtype=dtype, pad_token_id=tok.pad_token_id)
+        kwargs = load_settings(base_ref, settings)
+        own_tokenizer = (model_dir / "tokenizer_config.json").is_file()
+        tok_src = str(model_dir) if own_tokenizer else base_path
+        tok = load_tokenizer(tok_src, **_tokenizer_settings(kwargs, revision=not own_tokenizer))
+        model = load_sequence_classifier(base_path, dtype=dtype, pad_token_id=tok.pad_token_id, **kwargs)
         chain = run.merged()
         _check_chain(f"reward_model {path}", chain)
         model = merge_chain(model, [str(c) for c in chain])
         model = PeftModel.from_pretrained(model, str(model_dir)).merge_and_unload()
     else:
-        tok = load_tokenizer(str(model_dir))
-        model = load_sequence_classifier(str(model_dir), dtype=dtype, pad_token_id=tok.pad_token_id)
+        kwargs = load_settings(str(model_dir), settings)
+        tok = load_tokenizer(str(model_dir), **_tokenizer_settings(kwargs))
+        model = load_sequence_classifier(str(model_dir), dtype=dtype, pad_token_id=tok.pad_token_id, **kwargs)
     model.config.pad_token_id = tok.pad_token_id
     model.config.use_cache = False
     model.eval()

@@ -122,6 +122,9 @@ class RunRecorder:
             "status": "running",
             "model": self.model_ref,
             "parent": self.parent,
+            # Where the run root was when this ran: lineage paths below are relative to the run root it is in now,
+            # and to this one when a stage directory was copied out of its run on its own (align.runs).
+            "run_root": os.path.abspath(self.run_dir.parent),
             "config_hash": self.config_hash,
             "data": self.data,
             "packages": package_versions(),

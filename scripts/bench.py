@@ -316,7 +316,7 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
     batches, neutral settings), which compare, pairs and PPO share. Same model, dtype, prompts and length."""
     import torch
 
-    from align.compare import load_prompt_records
+    from align.eval.compare import load_prompt_records
     from align.eval.generation import Sampling, generate, left_pad
     from align.models import load_causal_lm, load_tokenizer, resolve_model_path
     from align.templates import Encoder

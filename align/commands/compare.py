@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from align.commands.console import emit
-from align.compare import CompareConfig, run_compare
 from align.config import ConfigError
+from align.eval.compare import CompareConfig, run_compare
 
 
 def main(args: Any) -> int:

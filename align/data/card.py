@@ -150,10 +150,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
-# Over 80 lines on purpose: the card's sections in the order a reader sees them; splitting would scatter its layout.
 def render_facts(facts: Mapping[str, Any], card_hash: str) -> str:
-    """The generated "Computed facts" section as Markdown."""
-    rows = facts["rows"]
+    """The generated "Computed facts" section as Markdown, its parts in the order a reader sees them."""
     lines = [
         "## Computed facts",
         "",
@@ -162,9 +160,20 @@ def render_facts(facts: Mapping[str, Any], card_hash: str) -> str:
         f"Card hash: `{card_hash}` (sha256 of the facts in the `.json` beside this file; stage manifests record it).",
         f"Content hash of the kept records: `{facts['content_sha256']}` (sha256 of their canonical JSON, by id).",
         "",
-        "### Rows",
-        "",
     ]
+    lines += _rows_section(facts["rows"])
+    lines += _sources_section(facts["sources"])
+    lines += ["", "### Conversation turns", ""]
+    lines += _table(["user turns", "records"], [[k, v] for k, v in facts["turns"].items()])
+    lines += _tokens_section(facts["tokens"])
+    lines += _duplicates_split_section(facts["duplicates"], facts["split"], facts["preprocessing"])
+    lines += ["", "### Annotator agreement", ""]
+    lines += _agreement_section(facts["agreement"])
+    return "\n".join(lines) + "\n"
+
+
+def _rows_section(rows: Mapping[str, Any]) -> list[str]:
+    lines = ["### Rows", ""]
     table = [["in", rows["in"]], ["kept", rows["kept"]]]
     table += [[f"dropped: {reason}", count] for reason, count in rows["dropped"].items()]
     lines += _table(["rows", "count"], table)
@@ -174,21 +183,22 @@ def render_facts(facts: Mapping[str, Any], card_hash: str) -> str:
     if rows["examples"]:
         shown = "; ".join(f"{k}: {', '.join(v)}" for k, v in rows["examples"].items())
         lines.append(f"Example ids: {shown}.")
+    return lines
 
-    lines += ["", "### Sources", ""]
+
+def _sources_section(sources: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = ["", "### Sources", ""]
     src_rows = []
-    for s in facts["sources"]:
+    for s in sources:
         files = "<br>".join(f"`{f['path']}` sha256 `{f['sha256']}`" for f in s["files"]) or "-"
         src_rows.append(
             [s["name"], s["role"], s["kind"], s["format"], s["rows_read"], s["rows_taken"], s["kept"], files]
         )
-    lines += _table(["source", "role", "kind", "format", "read", "taken", "kept", "files"], src_rows)
+    return lines + _table(["source", "role", "kind", "format", "read", "taken", "kept", "files"], src_rows)
 
-    lines += ["", "### Conversation turns", ""]
-    lines += _table(["user turns", "records"], [[k, v] for k, v in facts["turns"].items()])
 
-    tokens = facts["tokens"]
-    lines += [
+def _tokens_section(tokens: Mapping[str, Any]) -> list[str]:
+    lines = [
         "",
         "### Token lengths",
         "",
@@ -210,11 +220,11 @@ def render_facts(facts: Mapping[str, Any], card_hash: str) -> str:
             f"in {ratio['chosen_longer']} pairs, rejected longer in {ratio['rejected_longer']}, equal in "
             f"{ratio['equal']}.",
         ]
+    return lines
 
-    dup = facts["duplicates"]
-    split = facts["split"]
-    pre = facts["preprocessing"]
-    lines += [
+
+def _duplicates_split_section(dup: Mapping[str, Any], split: Mapping[str, Any], pre: Mapping[str, Any]) -> list[str]:
+    lines = [
         "",
         "### Duplicates",
         "",
@@ -230,49 +240,47 @@ def render_facts(facts: Mapping[str, Any], card_hash: str) -> str:
         "### Preprocessing settings",
         "",
     ]
-    lines += [f"- {k}: `{json.dumps(v, sort_keys=True)}`" for k, v in pre.items()]
+    return lines + [f"- {k}: `{json.dumps(v, sort_keys=True)}`" for k, v in pre.items()]
 
-    lines += ["", "### Annotator agreement", ""]
-    agreement = facts["agreement"]
+
+def _agreement_section(agreement: Mapping[str, Any] | None) -> list[str]:
     if agreement is None:
-        lines.append("The records carry no annotator labels.")
-    else:
-        head = agreement["headline"]
-        lines += [
-            f"{agreement['n_items']} labelled items, {agreement['n_annotators']} annotators, labels "
-            f"{', '.join(str(x) for x in agreement['labels'])}. Headline: {head['metric']} = {_fmt(head['value'])} "
-            f"({head['band'] or 'not chance-corrected'}). Intervals: 95% percentile bootstrap, "
-            f"{agreement['bootstrap']} resamples of items, seed {agreement['seed']}.",
-            "",
-        ]
-        figures = []
-        for label, key in (
-            ("percent agreement", "percent_agreement"),
-            ("Fleiss kappa", "fleiss_kappa"),
-            ("Krippendorff alpha (nominal)", "krippendorff_alpha"),
-        ):
-            figure = agreement[key]
-            figures.append([label, _fmt(figure["value"]), _ci(figure["ci95"]), figure.get("band", "-")])
-        lines += _table(["statistic", "value", "95% CI", "Landis-Koch band"], figures)
-        lines += [
-            "",
-            f"Fleiss' kappa uses the {agreement['fleiss_kappa']['items']} items with the most common number of "
-            "labels.",
-            "",
-        ]
-        per = [
-            [name, a["labelled"], _fmt(a["labelled_share"]), _fmt(a["leave_one_out_kappa"]), a["band"],
-             "unreliable" if name in agreement["unreliable"] else ""]
-            for name, a in agreement["per_annotator"].items()
-        ]  # fmt: skip
-        lines += _table(["annotator", "labelled", "share", "leave-one-out kappa", "band", "flag"], per)
-        flagged = ", ".join(agreement["unreliable"]) or "none"
-        lines += [
-            "",
-            f"Leave-one-out kappa compares an annotator with the majority of the others. Unreliable (below "
-            f"{agreement['unreliable_below']}): {flagged}.",
-        ]
-    return "\n".join(lines) + "\n"
+        return ["The records carry no annotator labels."]
+    head = agreement["headline"]
+    lines = [
+        f"{agreement['n_items']} labelled items, {agreement['n_annotators']} annotators, labels "
+        f"{', '.join(str(x) for x in agreement['labels'])}. Headline: {head['metric']} = {_fmt(head['value'])} "
+        f"({head['band'] or 'not chance-corrected'}). Intervals: 95% percentile bootstrap, "
+        f"{agreement['bootstrap']} resamples of items, seed {agreement['seed']}.",
+        "",
+    ]
+    figures = []
+    for label, key in (
+        ("percent agreement", "percent_agreement"),
+        ("Fleiss kappa", "fleiss_kappa"),
+        ("Krippendorff alpha (nominal)", "krippendorff_alpha"),
+    ):
+        figure = agreement[key]
+        figures.append([label, _fmt(figure["value"]), _ci(figure["ci95"]), figure.get("band", "-")])
+    lines += _table(["statistic", "value", "95% CI", "Landis-Koch band"], figures)
+    lines += [
+        "",
+        f"Fleiss' kappa uses the {agreement['fleiss_kappa']['items']} items with the most common number of labels.",
+        "",
+    ]
+    per = [
+        [name, a["labelled"], _fmt(a["labelled_share"]), _fmt(a["leave_one_out_kappa"]), a["band"],
+         "unreliable" if name in agreement["unreliable"] else ""]
+        for name, a in agreement["per_annotator"].items()
+    ]  # fmt: skip
+    lines += _table(["annotator", "labelled", "share", "leave-one-out kappa", "band", "flag"], per)
+    flagged = ", ".join(agreement["unreliable"]) or "none"
+    lines += [
+        "",
+        f"Leave-one-out kappa compares an annotator with the majority of the others. Unreliable (below "
+        f"{agreement['unreliable_below']}): {flagged}.",
+    ]
+    return lines
 
 
 def render_card(facts: Mapping[str, Any], card_hash: str, existing: CardText | None = None) -> str:

@@ -3,8 +3,8 @@
 - the run directory layout: ``<root>/<name>/<stage>/`` with ``checkpoints/`` (TRL/HF checkpoints, resumable),
   ``model/`` (the final adapter or model with tokenizer and template), ``config.yaml``, ``metrics.jsonl``,
   ``manifest.json``;
-- resume: the last *complete* checkpoint (its ``trainer_state.json`` is written last by the HF Trainer, so a
-  checkpoint without it, or without optimizer/scheduler/RNG state, was cut off and is skipped with a warning);
+- skip / resume / start (align/stages/plan.py) and which checkpoints are complete (align/stages/resume.py): their
+  names stay importable from here;
 - guards as a trainer mixin and callback: a non-finite loss or gradient skips that optimizer step (counted) and
   aborts after ``run.max_nonfinite_steps`` in a row (docs/faults.md #14); trainable parameters that got no gradient after
   the first step stop the run naming them (docs/faults.md #13);
@@ -15,369 +15,47 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import TrainerCallback
 
-from align.config import ConfigError, config_hash, redact, stage_dir, to_plain
+from align.config import ConfigError, to_plain
 from align.data.prepare import tokenize_records
-from align.data.sources import list_data_files, resolve_builtin
 from align.data.validate import check_drop_fraction
 from align.errors import NoGradientError, NonFiniteError  # noqa: F401  (re-exported: importable here as before)
 from align.modelcard import write_model_card
 from align.models import load_causal_lm, load_tokenizer, lora_config, resolve_model_path
-from align.runs import merge_chain, merged_chain_of, read_stage_manifest
+from align.runs import lineage_path, lineage_weights, merge_chain, merged_chain_of
 from align.stages import registry
+
+# Re-exported: these names were defined here before the plan and the checkpoint checks got their own modules.
+from align.stages.plan import (  # noqa: F401
+    BOOKKEEPING_KEYS,
+    StagePlan,
+    changed_settings,
+    data_file_hashes,
+    move_aside,
+    plan_stage,
+    semantic_hash,
+    upstream_identity,
+)
+from align.stages.resume import (  # noqa: F401
+    CHECKPOINT_FILES,
+    CHECKPOINT_MARKER,
+    PPO_STATE_FILE,
+    WEIGHT_FILES,
+    CheckpointMarkerCallback,
+    checkpoint_problems,
+    find_resume_checkpoint,
+    is_complete_checkpoint,
+    require_complete_checkpoint,
+    safetensors_problem,
+    write_checkpoint_marker,
+)
 from align.templates import Encoder, apply_template_choice
-from align.tracking import RunRecorder, process_state, read_manifest, setup_trackers
-
-CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
-WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
-# Training settings that do not change what a run computes (safe to change between an interruption and a resume).
-BOOKKEEPING_KEYS = {
-    "logging_steps",
-    "save_steps",
-    "save_total_limit",
-    "disable_tqdm",
-    "report_to",
-    "output_dir",
-    "logging_dir",
-    "run_name",
-    "dataloader_num_workers",
-    "eval_steps",
-    "push_to_hub",
-    "hub_token",  # a credential, not a setting: moved out of the arguments (scrub_secrets)
-}
-
-
-# Written last into a checkpoint, after every other file of it was fsynced: lists each file with its size. HF/TRL
-# checkpoints get it from CheckpointMarkerCallback; PPO's own checkpoints write the same kind of list as state.json.
-CHECKPOINT_MARKER = "align-checkpoint.json"
-PPO_STATE_FILE = "state.json"
-
-
-def safetensors_problem(path: Path) -> str | None:
-    """Why ``path`` is not a whole safetensors file (header unreadable, or data shorter/longer than the header
-    says), or None. Reads the header only."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8:
-                return f"{path.name} is truncated ({size} bytes, no header)"
-            n = int.from_bytes(head, "little")
-            if n <= 0 or 8 + n > size:
-                return f"{path.name} is truncated (header of {n} bytes, file of {size})"
-            header = json.loads(fh.read(n))
-    except (OSError, ValueError) as exc:
-        return f"{path.name} has an unreadable header ({type(exc).__name__})"
-    if not isinstance(header, dict):
-        return f"{path.name} has an unreadable header"
-    ends = [v.get("data_offsets", [0, 0])[1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
-    if 8 + n + max(ends, default=0) != size:
-        return f"{path.name} is truncated ({size} bytes, its header describes {8 + n + max(ends, default=0)})"
-    return None
-
-
-def checkpoint_problems(path: Path) -> list[str]:
-    """What makes ``path`` unusable as a checkpoint ([] = complete). One check for every stage:
-
-    - a marker written last (``align-checkpoint.json``, or PPO's ``state.json``) lists every file with its size: each
-      must be there at that size. Checkpoints written before the marker existed (older align, or a run cut off
-      between the trainer's save and the marker) must instead hold the files an HF Trainer checkpoint needs to
-      resume exactly: trainer_state.json, optimizer.pt, scheduler.pt, the weights and the RNG state;
-    - every JSON file parses and every safetensors file's header parses and matches the file's length."""
-    path = Path(path)
-    if not path.is_dir():
-        return [f"{path} is not a directory"]
-    problems: list[str] = []
-    marker = next((path / m for m in (CHECKPOINT_MARKER, PPO_STATE_FILE) if (path / m).is_file()), None)
-    if marker is not None:
-        try:
-            listed = json.loads(marker.read_text())["files"]
-            if not isinstance(listed, dict):
-                raise TypeError
-        except (OSError, ValueError, KeyError, TypeError):
-            return [f"{marker.name} is unreadable"]
-        for name, size in listed.items():
-            f = path / name
-            if not f.is_file():
-                problems.append(f"{name} is missing")
-            elif f.stat().st_size != size:
-                problems.append(f"{name} has {f.stat().st_size} bytes, {size} were written")
-    else:
-        problems += [f"{f} is missing" for f in CHECKPOINT_FILES if not (path / f).is_file()]
-        if not any((path / f).is_file() for f in WEIGHT_FILES):
-            problems.append(f"no weights ({' or '.join(WEIGHT_FILES[:2])})")
-        if not any(path.glob("rng_state*.pth")):
-            problems.append("rng_state.pth is missing")
-    for f in sorted(path.rglob("*.json")):
-        if f.is_file():
-            try:
-                json.loads(f.read_bytes())
-            except (OSError, ValueError):
-                problems.append(f"{f.relative_to(path)} does not parse as JSON")
-    for f in sorted(path.rglob("*.safetensors")):
-        if f.is_file() and (why := safetensors_problem(f)):
-            problems.append(why)
-    return problems
-
-
-def is_complete_checkpoint(path: Path) -> bool:
-    return not checkpoint_problems(path)
-
-
-def write_checkpoint_marker(path: Path, carry: dict[str, Any] | None = None) -> None:
-    """fsync every file of the checkpoint, then write the marker listing them (itself fsynced): a kill before the
-    marker's rename leaves a checkpoint without it, which the resume search treats as not verified."""
-    import os
-
-    files: dict[str, int] = {}
-    for f in sorted(path.rglob("*")):
-        if f.is_file() and f.name != CHECKPOINT_MARKER:
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-            files[str(f.relative_to(path))] = f.stat().st_size
-    tmp = path / f".{CHECKPOINT_MARKER}.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(json.dumps({"files": files, **({"carry": carry} if carry else {})}, indent=2))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path / CHECKPOINT_MARKER)
-
-
-class CheckpointMarkerCallback(TrainerCallback):
-    """Marks each HF Trainer checkpoint complete once the trainer (on every process) has finished writing it, and
-    carries what the HF Trainer does not keep across a resume, so a resumed run's manifest equals an uninterrupted
-    one's: the sum of the training losses so far (``train_loss`` is averaged over all steps, not only the resumed
-    ones) and TRL's running token count (``num_tokens`` continues instead of restarting at zero)."""
-
-    def __init__(self, trainer: Any = None, resume_from: str | None = None):
-        self.trainer = trainer
-        self.carried = {"loss_sum": 0.0, "tokens": 0, "step": 0}
-        if resume_from:
-            try:
-                marker = json.loads((Path(resume_from) / CHECKPOINT_MARKER).read_text())
-                self.carried.update(marker.get("carry") or {})
-            except (OSError, ValueError):
-                pass  # a checkpoint from before the marker: nothing carried (as before)
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if self.trainer is not None and hasattr(self.trainer, "_total_train_tokens"):
-            self.trainer._total_train_tokens += int(self.carried["tokens"])
-
-    def _carry_now(self, state) -> dict[str, Any]:
-        tr = self.trainer
-        run_sum = float(getattr(tr, "_total_loss_scalar", 0.0) or 0.0)
-        pending = getattr(tr, "_tr_loss", None)
-        if isinstance(pending, torch.Tensor):
-            run_sum += float(pending.item())
-        return {
-            "loss_sum": float(self.carried["loss_sum"]) + run_sum,
-            "tokens": int(getattr(tr, "_total_train_tokens", 0) or 0),
-            "step": state.global_step,
-        }
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        # The Trainer's train_loss averages the losses of this process's steps only; add the carried ones.
-        steps_before = int(self.carried["step"])
-        if logs and "train_loss" in logs and steps_before and state.global_step:
-            this_run = logs["train_loss"] * (state.global_step - steps_before)
-            logs["train_loss"] = (float(self.carried["loss_sum"]) + this_run) / state.global_step
-
-    def on_save(self, args, state, control, **kwargs):
-        process_state().wait_for_everyone()  # other processes write their own rng_state_<rank>.pth
-        if state.is_world_process_zero:
-            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if ckpt.is_dir():
-                write_checkpoint_marker(ckpt, carry=self._carry_now(state) if self.trainer is not None else None)
-        process_state().wait_for_everyone()
-
-
-def require_complete_checkpoint(path: Path, what: str) -> None:
-    """An explicitly named checkpoint must pass the same check as the resume search; say what is wrong with it."""
-    problems = checkpoint_problems(path)
-    if problems:
-        raise ConfigError(
-            f"{what} is not a complete checkpoint: {'; '.join(problems[:6])}. Resuming from it would restart the "
-            "optimizer or RNG and drift from the interrupted run. Name another checkpoint, or use run.resume=auto "
-            "(the newest complete one)."
-        )
-
-
-def find_resume_checkpoint(ckpt_root: Path, log=print, is_complete=None) -> str | None:
-    """The newest complete ``checkpoint-N`` under ``ckpt_root``; incomplete newer ones are reported and skipped.
-    ``is_complete`` decides completeness (default, and what every stage uses: :func:`checkpoint_problems`)."""
-    is_complete = is_complete or is_complete_checkpoint
-    if not ckpt_root.is_dir():
-        return None
-    ckpts = sorted(
-        (p for p in ckpt_root.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-        key=lambda p: int(p.name.split("-")[-1]),
-        reverse=True,
-    )
-    for p in ckpts:
-        if is_complete(p):
-            return str(p)
-        log(f"[align] warning: {p} is incomplete (interrupted while saving?); falling back to an earlier checkpoint")
-    return None
-
-
-def data_file_hashes(data_cfg: Any) -> dict[str, str]:
-    """sha256 of every local or built-in data file a data section reads (hub sources: their id and revision), so
-    a stage re-runs when its data changed even though the recipe did not."""
-    import hashlib
-
-    out: dict[str, str] = {}
-    for spec in [*getattr(data_cfg, "sources", []), *getattr(data_cfg, "eval_sources", [])]:
-        path = spec.path
-        if spec.plugin:
-            out[f"plugin:{spec.plugin}"] = spec.plugin
-            continue
-        try:
-            files = (
-                [Path(str(resolve_builtin(path.removeprefix("builtin:"))))]
-                if path.startswith("builtin:")
-                else (
-                    list_data_files(Path(path))
-                    if Path(path).is_dir()
-                    else [Path(path)]
-                    if Path(path).is_file()
-                    else []
-                )
-            )
-        except Exception:  # a source that cannot be resolved fails later with the data layer's own message
-            files = []
-        if not files:
-            out[path] = f"remote:{spec.revision}"
-        for f in files:
-            out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()[:16]
-        ann = (spec.annotations or {}).get("path") if isinstance(spec.annotations, dict) else None
-        if ann and Path(ann).is_file():
-            out[ann] = hashlib.sha256(Path(ann).read_bytes()).hexdigest()[:16]
-    return out
-
-
-def upstream_identity(path: str | None) -> dict[str, Any] | None:
-    """What a stage depends on upstream (init_from, reward_model): the producing stage's config hash and end time,
-    so re-running SFT makes the stages built on it run again."""
-    if not path:
-        return None
-    m = read_stage_manifest(Path(path) / "model" if (Path(path) / "model").is_dir() else path)
-    if not m:
-        return {"path": str(path)}
-    return {"path": str(path), "config_hash": m.get("config_hash"), "ended_at": m.get("ended_at")}
-
-
-def semantic_hash(recipe: Any) -> str:
-    plain = to_plain(recipe)
-    stage = registry.find(getattr(recipe, "STAGE", ""))
-    for section in stage.hash_skips_bookkeeping_in if stage else ("training",):
-        if isinstance(plain.get(section), dict):
-            plain[section] = {k: v for k, v in plain[section].items() if k not in BOOKKEEPING_KEYS}
-    plain["_inputs"] = {
-        "data": data_file_hashes(recipe.data) if getattr(recipe, "data", None) is not None else {},
-        "init_from": upstream_identity(getattr(recipe, "init_from", None)),
-        "reward_model": upstream_identity(getattr(recipe, "reward_model", None)),
-    }
-    return config_hash(plain)
-
-
-@dataclass
-class StagePlan:
-    """What to do in a stage directory: skip (already complete), resume from a checkpoint, or start."""
-
-    out_dir: Path
-    action: str  # "skip" | "resume" | "start"
-    checkpoint: str | None = None
-    config_hash: str = ""
-    notes: list[str] = field(default_factory=list)
-
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix.rstrip("."): obj}
-
-
-def changed_settings(out: Path, recipe: Any, limit: int = 6) -> str:
-    """Which settings differ between the stored ``config.yaml`` and ``recipe``, e.g.
-    ``training.learning_rate: 0.001 -> 0.01``; or, when the settings agree, that an input (data file, upstream
-    stage) changed. Bookkeeping keys and the run section are left out, as they are from the hash."""
-    import yaml
-
-    try:
-        old = yaml.safe_load((out / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        old = None
-    if not isinstance(old, dict):
-        return "its config.yaml is missing, so the changed setting cannot be named"
-    new = redact(to_plain(recipe))
-
-    def keep(key: str) -> bool:
-        return not key.startswith("run.") and key.split(".")[-1] not in BOOKKEEPING_KEYS
-
-    a, b = _flatten({k: v for k, v in old.items()}), _flatten(new)
-    diffs = [
-        f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}"
-        for k in sorted(set(a) | set(b))
-        if keep(k) and a.get(k) != b.get(k)
-    ]
-    if not diffs:
-        return "same settings, but a data file or an upstream stage (init_from, reward_model) changed since"
-    more = f" and {len(diffs) - limit} more" if len(diffs) > limit else ""
-    return "changed: " + "; ".join(diffs[:limit]) + more
-
-
-def move_aside(out: Path, log=print) -> str | None:
-    """``run.resume=never`` on a directory an earlier attempt left: start clean, keeping the old one as
-    ``<stage>.prev`` (replacing an older ``.prev``), so its metrics.jsonl is not appended to."""
-    import shutil
-
-    state = process_state()
-    prev = out.with_name(out.name + ".prev")
-    if state.is_main_process:
-        if prev.exists():
-            shutil.rmtree(prev)
-        out.rename(prev)
-        log(f"[align] run.resume=never: moved the earlier attempt in {out} aside to {prev}")
-    state.wait_for_everyone()
-    return str(prev)
-
-
-def plan_stage(recipe: Any, log=print) -> StagePlan:
-    out = stage_dir(recipe)
-    h = semantic_hash(recipe)
-    manifest = read_manifest(out)
-    mode = recipe.run.resume
-    if mode not in ("auto", "never") and not Path(mode).is_dir():
-        raise ConfigError(f"run.resume={mode!r}: use auto, never, or an existing checkpoint directory.")
-    if manifest and manifest.get("config_hash") not in (None, h):
-        if mode == "auto":
-            raise ConfigError(
-                f"{out} was produced by a different recipe ({changed_settings(out, recipe)}). "
-                "Resuming would mix two runs: use a new run.name, or delete that directory, or set run.resume=never."
-            )
-    if mode == "never":
-        if manifest and manifest.get("status") == "complete":
-            raise ConfigError(
-                f"{out} already holds a complete {recipe.STAGE} run; use a new run.name or "
-                "run.resume=auto to reuse it."
-            )
-        notes = [move_aside(out, log)] if out.is_dir() and any(out.iterdir()) else []
-        return StagePlan(out, "start", config_hash=h, notes=[n for n in notes if n])
-    if manifest and manifest.get("status") == "complete" and (out / "model").is_dir():
-        return StagePlan(out, "skip", config_hash=h)
-    if Path(mode).is_dir():
-        require_complete_checkpoint(Path(mode), f"run.resume={mode!r}")
-    ckpt = mode if Path(mode).is_dir() else find_resume_checkpoint(out / "checkpoints", log=log)
-    return StagePlan(out, "resume" if ckpt else "start", checkpoint=ckpt, config_hash=h)
+from align.tracking import RunRecorder, process_state, setup_trackers
 
 
 class GuardCallback(TrainerCallback):
@@ -652,7 +330,7 @@ class StageContext:
             config=to_plain(self.recipe),
             config_hash=self.plan.config_hash,
             model_ref=self.recipe.model.name_or_path,
-            parent=parent or (str(self.init_from) if self.init_from else None),
+            parent=lineage_path(parent or self.init_from, self.out_dir) if (parent or self.init_from) else None,
             data=prepared.manifest_info() if prepared is not None else {},
             is_main=self.is_main,
         )
@@ -708,8 +386,8 @@ class StageContext:
                 metrics,
                 processes=self.state.num_processes,
                 status="complete",
-                model_dir=str(self.out_dir / "model"),
-                weights=self.weights,
+                model_dir=lineage_path(self.out_dir / "model", self.out_dir),
+                weights=lineage_weights(self.weights, self.out_dir),
                 **extra,
             )
         if self.is_main:

@@ -42,8 +42,9 @@ from align.data.split import prompt_key
 from align.data.validate import DropReport
 from align.eval.generation import Sampling, generate, merged_copy
 from align.reward_models import RewardModelScorer
-from align.runs import load_policy
+from align.runs import lineage_path, lineage_weights, load_policy
 from align.stages import common
+from align.stages.plan import semantic_hash
 from align.templates import Encoder, Skip, apply_template_choice
 from align.tracking import RunRecorder, atomic_write_text, process_state, read_manifest
 
@@ -181,12 +182,15 @@ class CandidateMaker:
     def __init__(self, recipe: Recipe, log=print):
         self.recipe = recipe
         policy_ref = recipe.init_from or recipe.model.name_or_path
-        model, tok, self.policy_info = load_policy(policy_ref, dtype=recipe.model.dtype, log=log)
+        # every model.* field: dtype, revision (of model.name_or_path), trust_remote_code, attn_implementation
+        model, tok, self.policy_info = load_policy(
+            policy_ref, dtype=recipe.model.dtype, settings=recipe.model, log=log
+        )
         apply_template_choice(tok, recipe.template.chat_template)
         self.tokenizer = tok
         self.model = merged_copy(model)
         self.encoder = Encoder(tok, system_prompt=recipe.data.system_prompt)
-        self.rm = RewardModelScorer(recipe.reward_model, tok, dtype=recipe.model.dtype, log=log)
+        self.rm = RewardModelScorer(recipe.reward_model, tok, dtype=recipe.model.dtype, log=log, settings=recipe.model)
 
     def chunk(self, items: list[PromptItem], index: int) -> list[list[dict[str, Any]]]:
         cfg = self.recipe.pairs
@@ -270,7 +274,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
     """Make (or finish, or skip) the on-policy pairs dataset; returns the stage directory."""
     out = stage_dir(recipe)
     state = process_state()
-    config_hash = common.semantic_hash(recipe)
+    config_hash = semantic_hash(recipe)
     m = read_manifest(out)
     if m and m.get("status") == "complete" and m.get("config_hash") == config_hash and (out / PAIRS_FILE).is_file():
         print(f"[align] {recipe.STAGE} already complete in {out} (same config); skipping.")
@@ -297,7 +301,7 @@ def _make_pairs(recipe: Recipe, out: Path, config_hash: str) -> None:
         config=to_plain(recipe),
         config_hash=config_hash,
         model_ref=recipe.model.name_or_path,
-        parent=recipe.init_from,
+        parent=lineage_path(recipe.init_from, out) if recipe.init_from else None,
         data=data_info,
     )
     recorder.start()
@@ -321,8 +325,12 @@ def _make_pairs(recipe: Recipe, out: Path, config_hash: str) -> None:
     recorder.finish(
         stats,
         sampling={k: v for k, v in to_plain(cfg).items() if k not in ("batch_size", "score_batch_size")},
-        policy=maker.policy_info,
-        reward_model={"path": recipe.reward_model, "merged": maker.rm.merged, "retokenized": maker.rm.retokenize},
+        policy=_stored_policy_info(maker.policy_info, out),
+        reward_model={
+            "path": lineage_path(recipe.reward_model, out),
+            "merged": [lineage_path(m, out) for m in maker.rm.merged],
+            "retokenized": maker.rm.retokenize,
+        },
         drops=report.to_dict(),
         card_hash=card_hash,
         pairs_file=PAIRS_FILE,
@@ -330,6 +338,14 @@ def _make_pairs(recipe: Recipe, out: Path, config_hash: str) -> None:
     print(
         f"[align] {recipe.STAGE} complete: {report.kept} pairs from {report.total} prompts {report.dropped or ''} in {out}"
     )
+
+
+def _stored_policy_info(info: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The sampling policy's lineage as the manifest stores it (paths inside the run root relative to it)."""
+    stored = {**info, **lineage_weights(info, out)}
+    if isinstance(info.get("reward_model"), str):  # a PPO policy: the reward-model run it was optimised against
+        stored["reward_model"] = lineage_path(info["reward_model"], out)
+    return stored
 
 
 def _select(

@@ -134,8 +134,27 @@ def quality_report(
     return metrics, extra
 
 
-# Over 80 lines on purpose: the stage in order (data, model, trainer, evaluation, quality figures, finish), like
-# the other TRL stages' run functions.
+def _start_model(ctx: common.StageContext, recipe: Recipe, pad_id: int) -> Any:
+    """The sequence classifier the reward model trains from: the base (or a full init_from model) with a new score
+    head, and the init_from adapter chain merged under the adapter this stage trains."""
+    ctx.seed_init()  # the score head is new: draw it (and the LoRA init after it) from the run's seed
+    model = load_sequence_classifier(
+        ctx.model_path, pad_token_id=pad_id, **common.model_kwargs(recipe.model, ctx.model_path != ctx.base_ref)
+    )
+    if ctx.init_from is not None:
+        model = merge_chain(model, ctx.merged_chain())
+        ctx.weights = {
+            "base": ctx.base_ref,
+            "merged": ctx.merged_chain(),
+            "adapter": str(ctx.out_dir / "model"),
+            "head": "score",
+        }
+    model.config.use_cache = False
+    if recipe.speed.length_buckets:
+        install_bucketed_classifier(model)
+    return model
+
+
 def run(recipe: Recipe, callbacks: list | None = None):
     ctx = common.begin(recipe)
     if ctx.plan.action == "skip":
@@ -173,21 +192,7 @@ def run(recipe: Recipe, callbacks: list | None = None):
         args.eval_strategy = "no"
 
     pad_id = ctx.tokenizer.pad_token_id
-    ctx.seed_init()  # the score head is new: draw it (and the LoRA init after it) from the run's seed
-    model = load_sequence_classifier(
-        ctx.model_path, pad_token_id=pad_id, **common.model_kwargs(recipe.model, ctx.model_path != ctx.base_ref)
-    )
-    if ctx.init_from is not None:
-        model = merge_chain(model, ctx.merged_chain())
-        ctx.weights = {
-            "base": ctx.base_ref,
-            "merged": ctx.merged_chain(),
-            "adapter": str(ctx.out_dir / "model"),
-            "head": "score",
-        }
-    model.config.use_cache = False
-    if recipe.speed.length_buckets:
-        install_bucketed_classifier(model)
+    model = _start_model(ctx, recipe, pad_id)
     trainer = common.guarded(RewardTrainer)(
         model=model,
         args=args,

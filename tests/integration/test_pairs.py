@@ -87,6 +87,53 @@ def test_pairs_settings_that_cannot_make_a_pair_are_refused_before_anything_runs
         )
 
 
+def _spy_on_model_loading(monkeypatch) -> list[tuple[str, dict]]:
+    """Record the keyword arguments of every policy and reward-model load that goes through align.runs."""
+    import align.runs
+
+    calls: list[tuple[str, dict]] = []
+    for name in ("load_causal_lm", "load_sequence_classifier"):
+        real = getattr(align.runs, name)
+
+        def spy(path, _real=real, _name=name, **kwargs):
+            calls.append((_name, kwargs))
+            return _real(path, **kwargs)
+
+        monkeypatch.setattr(align.runs, name, spy)
+    return calls
+
+
+LOADING = ["model.revision=main", "model.trust_remote_code=true", "model.attn_implementation=eager"]
+
+
+def test_pairs_loads_its_policy_and_reward_model_with_every_model_setting(tmp_path, rm_dir, monkeypatch):
+    calls = _spy_on_model_loading(monkeypatch)
+    maker = pairs_stage.CandidateMaker(_recipe(tmp_path, rm_dir, *LOADING), log=lambda *a: None)
+    assert [name for name, _ in calls] == ["load_causal_lm", "load_sequence_classifier"]
+    for _, kwargs in calls:  # both bases are the recipe's builtin:tiny-llama, so the revision applies to both
+        assert kwargs["revision"] == "main" and kwargs["trust_remote_code"] is True
+        assert kwargs["attn_implementation"] == "eager"
+    assert maker.model.config._attn_implementation == "eager"
+    assert maker.rm.model.config._attn_implementation == "eager"
+
+
+def test_compare_loads_with_the_model_section_and_refuses_a_model_dtype(tmp_path, rm_dir, monkeypatch):
+    from align.compare import CompareConfig, run_compare
+    from align.config import ConfigError, ModelSection
+
+    calls = _spy_on_model_loading(monkeypatch)
+    settings = ModelSection(revision="main", trust_remote_code=True, attn_implementation="eager")
+    common = {"judge": str(rm_dir), "max_prompts": 2, "max_new_tokens": 2, "kl_samples": 0, "n_boot": 20}
+    cfg = CompareConfig(checkpoints=["builtin:tiny-llama"], model=settings, output=str(tmp_path / "c"), **common)
+    run_compare(cfg, log=lambda *a: None)
+    assert [name for name, _ in calls] == ["load_causal_lm", "load_sequence_classifier"]
+    assert all(kw["attn_implementation"] == "eager" and kw["trust_remote_code"] is True for _, kw in calls)
+    assert all(kw["revision"] == "main" for _, kw in calls)
+    bf16 = ModelSection(dtype="bfloat16")
+    with pytest.raises(ConfigError, match="compare.dtype"):
+        run_compare(CompareConfig(checkpoints=["builtin:tiny-llama"], model=bf16, **common), log=lambda *a: None)
+
+
 def test_compare_reports_best_of_n_with_its_kl_bound(tmp_path, rm_dir):
     import math
 

@@ -48,7 +48,9 @@ def test_pipeline_runs_every_stage_and_leaves_a_report_with_cis(finished):
         assert (pipe.stage_dir("compare") / png).stat().st_size > 1000
     assert "## Pairwise win rates" in (pipe.stage_dir("compare") / "report.md").read_text()
     # Stage wiring: DPO and RM started from SFT; the judge trained on the eval split only.
-    assert read_manifest(pipe.stage_dir("dpo"))["weights"]["merged"] == [str(pipe.stage_dir("sft") / "model")]
+    # stored relative to the run root (issue 13: "lineage paths inside a run directory are stored relative to the
+    # run root"); before, the path as the pipeline wrote it: str(pipe.stage_dir("sft") / "model")
+    assert read_manifest(pipe.stage_dir("dpo"))["weights"]["merged"] == ["sft/model"]
     judge = read_manifest(pipe.stage_dir("judge"))
     assert judge["data"]["train"] < judge["data"]["eval"]
     assert read_manifest(pipe.stage_dir("data"))["card_hash"]
@@ -156,11 +158,11 @@ def test_rounds_sample_each_round_from_the_previous_rounds_policy_and_train_on_t
     dpo, pairs2, dpo2 = (read_manifest(pipe.stage_dir(s)) for s in ("dpo", "pairs-r2", "dpo-r2"))
     assert pairs2["status"] == dpo2["status"] == "complete" and pairs2["stage"] == "pairs-r2"
     # round 2's pairs come from round 1's DPO policy, ranked by the same reward model
-    assert pairs2["parent"] == str(pipe.stage_dir("dpo")) and pairs2["policy"]["adapter"] == dpo["weights"]["adapter"]
+    assert pairs2["parent"] == "dpo" and pairs2["policy"]["adapter"] == dpo["weights"]["adapter"] == "dpo/model"
     assert pairs2["reward_model"]["path"] == read_manifest(pipe.stage_dir("pairs"))["reward_model"]["path"]
     # round 2's DPO trains on those pairs, on top of round 1's policy (SFT and round 1 merged under it)
     assert dpo2["data"]["sources"][0]["path"] == str(pipe.stage_dir("pairs-r2") / "pairs.jsonl")
-    assert dpo2["weights"]["merged"] == [str(pipe.stage_dir("sft") / "model"), str(pipe.stage_dir("dpo") / "model")]
+    assert dpo2["weights"]["merged"] == ["sft/model", "dpo/model"]  # stored relative to the run root
     assert "- dpo" in (pipe.stage_dir("dpo-r2") / "model" / "README.md").read_text()
     report = json.loads((pipe.stage_dir("compare") / "report.json").read_text())
     assert set(report["checkpoints"]) == {"tiny-llama", "sft", "dpo", "dpo-r2"}
@@ -173,3 +175,9 @@ def test_rounds_need_the_on_policy_loop_and_a_whole_number(tmp_path):
         _pipe(tmp_path, "stages=[data,sft,dpo,compare]", "rounds=2")
     with pytest.raises(ConfigError, match="rounds=0"):
         _pipe(tmp_path, "rounds=0")
+
+
+def test_compare_gets_the_pipelines_model_loading_settings_but_not_its_dtype(tmp_path):
+    pipe = _pipe(tmp_path, "model.attn_implementation=eager", "model.dtype=bfloat16")
+    assert pipe.compare["model"]["attn_implementation"] == "eager" and "dtype" not in pipe.compare["model"]
+    assert pipe.recipes["dpo"].model.attn_implementation == "eager"

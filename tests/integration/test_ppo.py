@@ -464,7 +464,7 @@ def test_ppo_against_a_reward_model_records_it_and_starts_the_critic_from_its_he
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["reward_model"] == str(stage.resolve())
     assert manifest["value_init"] == "reward_model" and manifest["reward_retokenized"] is False
-    assert manifest["weights"]["adapter"] == str(out / "model")
+    assert manifest["weights"]["adapter"] == "ppo/model"  # relative to the run root (issue 13); was str(out / "model")
     card = (out / "model" / "README.md").read_text()  # PPO finishes like every stage: with a model card
     assert card.startswith("---\nbase_model:") and "- rlhf" in card and "# ppo checkpoint" in card
     # shaped score = clip((raw - 1.0 * missing_eos - stats mean 0.5) / stats std 2.0, 50)

@@ -70,6 +70,17 @@ def test_a_reward_model_on_sft_scores_the_same_through_every_loader(sft_then_rm,
     assert 0.0 <= json.loads(capsys.readouterr().out)["vs_majority"]["accuracy"] <= 1.0
 
 
+def test_lineage_inside_the_run_root_is_stored_relative_to_it(sft_then_rm):
+    """The RM trained on SFT records SFT, itself and its parent relative to the run root (runs/<name>/), not as the
+    paths the pipeline was given from the directory it ran in (runs/<name>/sft/model)."""
+    here, pipe = sft_then_rm
+    m = read_manifest(here / pipe.stage_dir("rm"))
+    assert m["weights"]["merged"] == ["sft/model"] and m["weights"]["adapter"] == "rm/model"
+    assert m["parent"] == "sft/model" and m["model_dir"] == "rm/model"
+    assert m["weights"]["base"] == "builtin:tiny-llama"  # a model reference, not a path: as given
+    assert m["run_root"] == str(here / pipe.stage_dir("rm").parent)
+
+
 def test_a_moved_pipeline_directory_compares_from_another_working_directory(sft_then_rm, tmp_path, monkeypatch):
     from align.cli import main
 

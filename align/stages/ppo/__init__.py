@@ -50,7 +50,6 @@ from align.reward_models import (  # re-exported: tests and recipes use these fr
     retokenize_for_reward_model,
     tokenizer_fingerprint,
 )
-from align.stages.common import is_complete_checkpoint
 from align.stages.ppo import losses
 from align.stages.ppo.checkpoint import checkpoint_dirs, find_checkpoint
 from align.stages.ppo.policy import (
@@ -84,6 +83,7 @@ from align.stages.ppo.rollout import (
 )
 from align.stages.ppo.stage import run
 from align.stages.ppo.trainer import PPOTrainer
+from align.stages.resume import is_complete_checkpoint
 
 pm = losses  # the name the single-module ppo.py gave its maths
 

@@ -7,14 +7,14 @@ from typing import Any, ClassVar
 
 from align.config import ConfigError, LoraSection, ModelSection, RunSection, TemplateSection
 from align.data.spec import DataConfig
-from align.stages import common
 from align.stages.ppo import losses as pm
+from align.stages.resume import PPO_STATE_FILE
 
 REWARD_NORMALIZATIONS = ("none", "running", "rm_stats")
 VALUE_MODELS = ("head", "adapter")
 VALUE_INITS = ("zero", "reward_model")
 REFERENCES = ("sft", "base")
-STATE_FILE = common.PPO_STATE_FILE  # written last; lists every file of the checkpoint with its size
+STATE_FILE = PPO_STATE_FILE  # written last; lists every file of the checkpoint with its size
 VALUE_ADAPTER = "value"  # peft adapter name of the critic when ppo.value_model is adapter
 CRITIC_DIR = "critic"  # the critic adapter's directory inside model/ and checkpoints (a loadable peft adapter)
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

@@ -10,7 +10,9 @@ from typing import Any
 
 from align.config import ConfigError, to_plain
 from align.data.prompts import prompt_text
+from align.runs import lineage_path, lineage_weights
 from align.stages import common
+from align.stages.plan import plan_stage
 from align.stages.ppo.checkpoint import (
     _trim_jsonl,
     find_checkpoint,
@@ -24,6 +26,7 @@ from align.stages.ppo.rollout import (
     Rollout,
 )
 from align.stages.ppo.trainer import PPOTrainer
+from align.stages.resume import require_complete_checkpoint
 from align.tracking import RunRecorder, process_state
 
 
@@ -42,8 +45,6 @@ def _write_samples(path: Path, iteration: int, trainer: PPOTrainer, ro: Rollout,
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-# Over 80 lines on purpose: the stage's life in order (plan, record, resume, iterate, save, card); its parts live
-# in the package's other modules, and splitting this would only pass a dozen locals around.
 def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] | None = None):
     """Run (or resume, or skip) the PPO stage; returns the stage directory.
 
@@ -52,21 +53,14 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
     """
     from tqdm.auto import tqdm
 
-    plan = common.plan_stage(recipe, log=lambda *a: None)  # its checkpoint finder knows HF checkpoints only
+    plan = plan_stage(recipe, log=lambda *a: None)  # its checkpoint finder knows HF checkpoints only
     if plan.action == "skip":
         if process_state().is_main_process:
             print(f"[align] ppo already complete in {plan.out_dir} (same config); skipping. Use a new run.name.")
         return plan.out_dir
     trainer = PPOTrainer(recipe, plan)
     log, cfg, acc = trainer.log, recipe.ppo, trainer.accelerator
-    checkpoint: Path | None = None
-    if trainer.plan.checkpoint and recipe.run.resume not in ("auto", "never"):
-        checkpoint = Path(trainer.plan.checkpoint)
-        common.require_complete_checkpoint(checkpoint, f"run.resume={recipe.run.resume!r}")
-        if not (checkpoint / STATE_FILE).is_file():
-            raise ConfigError(f"run.resume={recipe.run.resume!r} is not a complete PPO checkpoint (no state.json).")
-    elif recipe.run.resume == "auto":
-        checkpoint = find_checkpoint(trainer.out_dir / "checkpoints", log=log)
+    checkpoint = _checkpoint_to_resume(trainer, recipe)
     data_info = trainer.prepare_prompts()
     if trainer.is_main:
         trainer.out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,29 +74,12 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
         config=to_plain(recipe),
         config_hash=trainer.plan.config_hash,
         model_ref=recipe.model.name_or_path,
-        parent=str(trainer.init_from) if trainer.init_from else None,
+        parent=lineage_path(trainer.init_from, trainer.out_dir) if trainer.init_from else None,
         data=data_info,
         is_main=trainer.is_main,
     )
     recorder.start()
-    extra = {
-        "reward_model": trainer.rm.path if trainer.rm else None,
-        "reward_fn": recipe.reward_fn,
-        "reference": recipe.reference if trainer.init_from else "base (no init_from)",
-        "value_model": cfg.value_model,
-        "value_init": trainer.value_init,
-        "value_adapter_init": trainer.value_adapter_init,
-        "reward_retokenized": bool(trainer.rm and trainer.rm.retokenize),
-        "processes": acc.num_processes,
-        # how to rebuild the policy (align.checkpoints): base -> merge each adapter -> this stage's adapter
-        "weights": {
-            "base": trainer.base_ref,
-            "merged": trainer.merged_chain,
-            "adapter": str(trainer.out_dir / "model"),
-            "value_head": "value_head.safetensors",
-            "value_adapter": CRITIC_DIR if cfg.value_model == "adapter" else None,
-        },
-    }
+    extra = _manifest_extra(trainer, recipe)
     if checkpoint is not None:
         trainer.load_checkpoint(checkpoint)
         log(f"[align] resuming ppo from {checkpoint} (iteration {trainer.iteration})")
@@ -136,10 +113,51 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
         recorder.finish(last, status="failed", error=f"{type(e).__name__}: {e}", **extra)
         raise
     final = {k: v for k, v in last.items() if isinstance(v, (int, float))}
-    recorder.finish(final, status="complete", model_dir=str(trainer.out_dir / "model"), **extra)
+    model_dir = lineage_path(trainer.out_dir / "model", trainer.out_dir)
+    recorder.finish(final, status="complete", model_dir=model_dir, **extra)
     if trainer.trackers:
         acc.end_training()
     if trainer.is_main:
         common.write_stage_card(trainer.out_dir, recipe.STAGE)  # the same card every stage's finish step writes
     log(f"[align] ppo complete: {trainer.out_dir}")
     return trainer.out_dir
+
+
+def _checkpoint_to_resume(trainer: PPOTrainer, recipe: Recipe) -> Path | None:
+    """The checkpoint named by run.resume (checked: complete, and a PPO one), or with run.resume=auto the newest
+    complete one under ``checkpoints/``; None = start fresh."""
+    checkpoint: Path | None = None
+    if trainer.plan.checkpoint and recipe.run.resume not in ("auto", "never"):
+        checkpoint = Path(trainer.plan.checkpoint)
+        require_complete_checkpoint(checkpoint, f"run.resume={recipe.run.resume!r}")
+        if not (checkpoint / STATE_FILE).is_file():
+            raise ConfigError(f"run.resume={recipe.run.resume!r} is not a complete PPO checkpoint (no state.json).")
+    elif recipe.run.resume == "auto":
+        checkpoint = find_checkpoint(trainer.out_dir / "checkpoints", log=trainer.log)
+    return checkpoint
+
+
+def _manifest_extra(trainer: PPOTrainer, recipe: Recipe) -> dict[str, Any]:
+    """What PPO's manifest records beside the common fields: its reward, critic and how to rebuild the policy."""
+    cfg = recipe.ppo
+    return {
+        "reward_model": lineage_path(trainer.rm.path, trainer.out_dir) if trainer.rm else None,
+        "reward_fn": recipe.reward_fn,
+        "reference": recipe.reference if trainer.init_from else "base (no init_from)",
+        "value_model": cfg.value_model,
+        "value_init": trainer.value_init,
+        "value_adapter_init": trainer.value_adapter_init,
+        "reward_retokenized": bool(trainer.rm and trainer.rm.retokenize),
+        "processes": trainer.accelerator.num_processes,
+        # how to rebuild the policy (align.runs): base -> merge each adapter -> this stage's adapter
+        "weights": lineage_weights(
+            {
+                "base": trainer.base_ref,
+                "merged": trainer.merged_chain,
+                "adapter": str(trainer.out_dir / "model"),
+                "value_head": "value_head.safetensors",
+                "value_adapter": CRITIC_DIR if cfg.value_model == "adapter" else None,
+            },
+            trainer.out_dir,
+        ),
+    }

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,14 +17,10 @@ from align.reward_models import (
     RewardModelScorer,
 )
 from align.stages import common
-from align.stages.common import is_complete_checkpoint  # the one completeness check every stage uses
+from align.stages.plan import StagePlan
 from align.stages.ppo import losses as pm
 from align.stages.ppo.checkpoint import (
-    _read_rng,
-    _rng_state,
-    _set_rng_state,
-    _write_rng,
-    checkpoint_dirs,
+    PPOCheckpointing,
 )
 from align.stages.ppo.policy import (
     PolicyWithValue,
@@ -38,9 +30,6 @@ from align.stages.ppo.policy import (
     init_value_head,
 )
 from align.stages.ppo.recipe import (
-    ADAPTER_WEIGHTS,
-    CRITIC_DIR,
-    STATE_FILE,
     VALUE_ADAPTER,
     Recipe,
 )
@@ -67,33 +56,17 @@ def _forget_other_mixed_precision() -> None:
         AcceleratorState._reset_state(reset_partial_state=False)
 
 
-class PPOTrainer:
+class PPOTrainer(PPOCheckpointing):
     """Runs the iterations of one PPO stage (built by :func:`run`)."""
 
-    # Over 80 lines on purpose: builds the run's parts in dependency order (accelerator, tokenizer, prompts,
-    # policy and critic, reward, optimizer); each step is a call into recipe/policy/rollout helpers.
-    def __init__(self, recipe: Recipe, plan: common.StagePlan, log=print):
-        from accelerate import Accelerator
-        from accelerate.utils import GradientAccumulationPlugin, set_seed
+    def __init__(self, recipe: Recipe, plan: StagePlan, log=print):
+        """Builds the run's parts in dependency order: accelerator, tokenizer, reward, policy and critic, optimizer."""
+        from accelerate.utils import set_seed
 
         common.quiet_known_warnings()
         self.recipe, self.cfg = recipe, recipe.ppo
         trackers = setup_trackers(recipe.run.report_to, recipe.run.wandb_project)
-        _forget_other_mixed_precision()
-        # Mixed precision is PPO's own bf16 autocast (ppo.bf16): accelerate's would autocast only the prepared
-        # (training) forward, so rollout and training log-probs would differ and the first ratio would not be 1.
-        # An explicit plugin: the micro-batch loop below assumes exactly ppo.gradient_accumulation_steps (an
-        # ACCELERATE_GRADIENT_ACCUMULATION_STEPS from `accelerate launch` must not change it), and there is no
-        # prepared dataloader whose end should force a sync.
-        accumulation = GradientAccumulationPlugin(
-            num_steps=self.cfg.gradient_accumulation_steps, sync_with_dataloader=False
-        )
-        self.accelerator = Accelerator(
-            mixed_precision="no",
-            gradient_accumulation_plugin=accumulation,
-            log_with=trackers or None,
-            cpu=not torch.cuda.is_available(),  # without it, launched CPU processes would not join one group
-        )
+        self.accelerator = self._make_accelerator(trackers)
         self.is_main = self.accelerator.is_main_process
         self.log = log if self.is_main else (lambda *a, **k: None)
         self.plan = plan
@@ -110,11 +83,58 @@ class PPOTrainer:
         self.pad_id = self.tokenizer.pad_token_id
 
         set_seed(recipe.run.seed)  # same LoRA / value-head initialisation on every process
+        self._load_reward()
+        self.model, self.optimizer = self.accelerator.prepare(*self._build_model())
+        self.unwrapped: PolicyWithValue = self.accelerator.unwrap_model(self.model)
+        self.params = [p for p in self.unwrapped.parameters() if p.requires_grad]
+        self.clip_groups = self.unwrapped.clip_groups()
+
+        if self.cfg.adaptive_kl:
+            self.kl_ctl = pm.AdaptiveKLController(self.cfg.kl_coef, self.cfg.target_kl, self.cfg.kl_horizon)
+        else:
+            self.kl_ctl = pm.FixedKLController(self.cfg.kl_coef)
+        self.moments = pm.RunningMoments()
+        self.iteration = 0
+        self.prompt_cursor = 0
+        self.nonfinite_skipped = 0
+        self.nonfinite_in_a_row = 0
+        set_seed(recipe.run.seed, device_specific=True)  # each process samples differently
+        if self.cfg.bf16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError("ppo.bf16=true but this GPU has no bfloat16 support; set ppo.bf16=false.")
+
+    def _make_accelerator(self, trackers: list[str]) -> Any:
+        from accelerate import Accelerator
+        from accelerate.utils import GradientAccumulationPlugin
+
+        _forget_other_mixed_precision()
+        # Mixed precision is PPO's own bf16 autocast (ppo.bf16): accelerate's would autocast only the prepared
+        # (training) forward, so rollout and training log-probs would differ and the first ratio would not be 1.
+        # An explicit plugin: the micro-batch loop below assumes exactly ppo.gradient_accumulation_steps (an
+        # ACCELERATE_GRADIENT_ACCUMULATION_STEPS from `accelerate launch` must not change it), and there is no
+        # prepared dataloader whose end should force a sync.
+        accumulation = GradientAccumulationPlugin(
+            num_steps=self.cfg.gradient_accumulation_steps, sync_with_dataloader=False
+        )
+        return Accelerator(
+            mixed_precision="no",
+            gradient_accumulation_plugin=accumulation,
+            log_with=trackers or None,
+            cpu=not torch.cuda.is_available(),  # without it, launched CPU processes would not join one group
+        )
+
+    def _load_reward(self) -> None:
+        """The reward model (``self.rm``) or the programmatic reward (``self.reward_fn``) the rollouts are scored by."""
+        recipe = self.recipe
         self.rm: RewardModelScorer | None = None
         self.reward_fn: ProgrammaticReward | None = None
         if recipe.reward_model:
             self.rm = RewardModelScorer(
-                recipe.reward_model, self.tokenizer, dtype=recipe.model.dtype, device=self.device, log=self.log
+                recipe.reward_model,
+                self.tokenizer,
+                dtype=recipe.model.dtype,
+                device=self.device,
+                log=self.log,
+                settings=recipe.model,
             )
             if self.cfg.reward_normalization == "rm_stats" and not self.rm.stats:
                 raise ConfigError(
@@ -124,6 +144,9 @@ class PPOTrainer:
         else:
             self.reward_fn = ProgrammaticReward(recipe.reward_fn, recipe.reward_fn_kwargs)
 
+    def _build_model(self) -> tuple[PolicyWithValue, torch.optim.Optimizer]:
+        """Policy (LoRA on the frozen base), value head and optional critic adapter, and their optimizer."""
+        recipe = self.recipe
         policy, self.merged_chain = build_policy(self.model_path, recipe, self.init_from)
         head = nn.Linear(hidden_size(policy), 1)
         normalize = None
@@ -143,23 +166,7 @@ class PPOTrainer:
         optimizer = torch.optim.AdamW(
             [{"params": groups["policy"]}, {"params": groups["critic"], "lr": critic_lr}], lr=self.cfg.learning_rate
         )
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.unwrapped: PolicyWithValue = self.accelerator.unwrap_model(self.model)
-        self.params = [p for p in self.unwrapped.parameters() if p.requires_grad]
-        self.clip_groups = self.unwrapped.clip_groups()
-
-        if self.cfg.adaptive_kl:
-            self.kl_ctl = pm.AdaptiveKLController(self.cfg.kl_coef, self.cfg.target_kl, self.cfg.kl_horizon)
-        else:
-            self.kl_ctl = pm.FixedKLController(self.cfg.kl_coef)
-        self.moments = pm.RunningMoments()
-        self.iteration = 0
-        self.prompt_cursor = 0
-        self.nonfinite_skipped = 0
-        self.nonfinite_in_a_row = 0
-        set_seed(recipe.run.seed, device_specific=True)  # each process samples differently
-        if self.cfg.bf16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ConfigError("ppo.bf16=true but this GPU has no bfloat16 support; set ppo.bf16=false.")
+        return model, optimizer
 
     # -- helpers --------------------------------------------------------------------------------------------------
 
@@ -497,133 +504,3 @@ class PPOTrainer:
         for k in ("generate", "logprobs", "score", "train"):
             metrics[f"time/{k}_frac"] = reduced[f"time/{k}"] / max(total, 1e-9)
         return metrics, ro
-
-    # -- state ----------------------------------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "iteration": self.iteration,
-            "prompt_cursor": self.prompt_cursor,
-            "kl_controller": self.kl_ctl.state_dict(),
-            "running_moments": self.moments.state_dict(),
-            "nonfinite": {"skipped": self.nonfinite_skipped, "in_a_row": self.nonfinite_in_a_row},
-            "world_size": self.accelerator.num_processes,
-            "config_hash": self.plan.config_hash,
-        }
-
-    def write_weights(self, directory: Path) -> None:
-        """The policy adapter alone (``adapter_model.safetensors`` + config, loadable as the policy), the value head
-        (``value_head.safetensors``) and, with ``value_model: adapter``, the critic adapter as its own loadable peft
-        adapter in ``critic/``."""
-        from peft import get_peft_model_state_dict
-        from safetensors.torch import save_file
-
-        model = self.unwrapped
-        model.policy.save_pretrained(str(directory), selected_adapters=[model.policy_adapter])
-        head = {k: v.detach().cpu().contiguous() for k, v in model.value_head.state_dict().items()}
-        save_file(head, str(directory / "value_head.safetensors"))
-        if model.value_adapter:
-            critic = directory / CRITIC_DIR
-            critic.mkdir()
-            model.policy.peft_config[model.value_adapter].save_pretrained(str(critic))
-            weights = get_peft_model_state_dict(model.policy, adapter_name=model.value_adapter)
-            save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(critic / ADAPTER_WEIGHTS))
-
-    def save_checkpoint(self) -> Path | None:
-        """Write ``checkpoints/checkpoint-<iteration>`` atomically: a temporary directory renamed when complete."""
-        from accelerate.utils import gather_object
-
-        rng = gather_object([(self.accelerator.process_index, _rng_state())])
-        root = self.out_dir / "checkpoints"
-        final = root / f"checkpoint-{self.iteration}"
-        if self.is_main:
-            root.mkdir(parents=True, exist_ok=True)
-            tmp = root / f".tmp-checkpoint-{self.iteration}-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            self.write_weights(tmp)
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            for rank, state in rng:
-                _write_rng(tmp, rank, state)
-            files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
-            state = {**self.state_dict(), "files": files, "saved_at": time.time()}
-            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))  # last: marks the checkpoint complete
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            self._prune(root)
-        self.accelerator.wait_for_everyone()
-        return final
-
-    def _prune(self, root: Path) -> None:
-        keep = self.cfg.keep_checkpoints
-        if keep is None:
-            return
-        complete = [p for p in checkpoint_dirs(root) if is_complete_checkpoint(p)]
-        for p in complete[:-keep]:
-            shutil.rmtree(p, ignore_errors=True)
-
-    def load_checkpoint(self, path: Path) -> None:
-        """Restore adapter, value head, optimizer, KL controller, running moments, counters and RNG states."""
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        state = json.loads((path / STATE_FILE).read_text())
-        if state.get("config_hash") not in (None, self.plan.config_hash):
-            self.log(f"[align] warning: {path} was saved by a different recipe (config hash differs); resuming anyway")
-        model = self.unwrapped
-        adapters = {model.policy_adapter: path / ADAPTER_WEIGHTS}
-        if model.value_adapter:
-            adapters[model.value_adapter] = path / CRITIC_DIR / ADAPTER_WEIGHTS
-        for name, file in adapters.items():
-            if not file.is_file():
-                raise ConfigError(
-                    f"checkpoint {path} has no {file.relative_to(path)}: it was saved with another ppo.value_model. "
-                    "Resume with the recipe that wrote it, or start a new run.name."
-                )
-            result = set_peft_model_state_dict(model.policy, load_file(str(file)), adapter_name=name)
-            unexpected = getattr(result, "unexpected_keys", None)
-            if unexpected:
-                raise RuntimeError(
-                    f"checkpoint {path}: {name} adapter does not fit this model (e.g. {unexpected[:3]})."
-                )
-        model.value_head.load_state_dict(load_file(str(path / "value_head.safetensors")))
-        try:
-            self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
-        except ValueError as e:
-            raise ConfigError(
-                f"checkpoint {path}: its optimizer state does not fit this run ({e}); it was written by another "
-                "align version or recipe. Start a new run.name (or run.resume=never to start this one over)."
-            ) from e
-        self.kl_ctl.load_state_dict(state["kl_controller"])
-        self.moments.load_state_dict(state["running_moments"])
-        self.iteration = int(state["iteration"])
-        self.prompt_cursor = int(state["prompt_cursor"])
-        self.nonfinite_skipped = int(state["nonfinite"]["skipped"])
-        self.nonfinite_in_a_row = int(state["nonfinite"]["in_a_row"])
-        rng = _read_rng(path, self.accelerator.process_index)
-        if state.get("world_size") != self.accelerator.num_processes or rng is None:
-            self.log(
-                f"[align] warning: {path} was saved by {state.get('world_size')} process(es), this run has "
-                f"{self.accelerator.num_processes}; the prompt order continues, sampling RNG streams are re-seeded"
-            )
-            from accelerate.utils import set_seed
-
-            set_seed(self.recipe.run.seed + self.iteration, device_specific=True)
-        else:
-            _set_rng_state(rng)
-
-    def save_final(self) -> Path:
-        model_dir = self.out_dir / "model"
-        if self.is_main:
-            tmp = self.out_dir / f".tmp-model-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            self.write_weights(tmp)
-            self.tokenizer.save_pretrained(str(tmp))
-            (tmp / "chat_template.jinja").write_text(self.chat_template)
-            if model_dir.exists():
-                shutil.rmtree(model_dir)
-            os.replace(tmp, model_dir)
-        self.accelerator.wait_for_everyone()
-        return model_dir
