@@ -278,11 +278,15 @@ def semantic_hash(recipe: Any) -> str:
     for section in stage.hash_skips_bookkeeping_in if stage else ("training",):
         if isinstance(plain.get(section), dict):
             plain[section] = {k: v for k, v in plain[section].items() if k not in BOOKKEEPING_KEYS}
+    if "watch" in plain and plain["watch"] is None:
+        del plain["watch"]  # a stage without a reward-hacking watch hashes as it did before the watch existed
     plain["_inputs"] = {
         "data": data_file_hashes(recipe.data) if getattr(recipe, "data", None) is not None else {},
         "init_from": upstream_identity(getattr(recipe, "init_from", None)),
         "reward_model": upstream_identity(getattr(recipe, "reward_model", None)),
     }
+    if hasattr(recipe, "upstream_runs"):  # further runs a stage reads (more reward models, a watch's judge)
+        plain["_inputs"]["upstream"] = {p: upstream_identity(p) for p in recipe.upstream_runs()}
     return config_hash(plain)
 
 
