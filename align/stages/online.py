@@ -222,6 +222,15 @@ class OnlineRecipe:
                     f"{args.num_iterations}: a checkpoint inside a generation's updates cannot resume exactly "
                     "(the answers are not saved). Use a multiple."
                 )
+            if args.use_vllm:
+                import importlib.util
+
+                if importlib.util.find_spec("vllm") is None:
+                    raise ConfigError(
+                        "training.use_vllm=true needs vLLM, which is not installed: on a GPU machine run "
+                        'pip install -e ".[vllm]" (TRL\'s colocate mode, training.vllm_mode=colocate, shares the '
+                        "training GPU); on a CPU keep use_vllm false (generation through transformers)."
+                    )
             args.reward_weights = [float(s.weight) for s in sources]
 
 

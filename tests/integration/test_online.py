@@ -266,6 +266,15 @@ def test_invalid_settings_fail_at_load_with_a_fix(override, message, tmp_path):
         recipe_for("rloo", tmp_path, *([override] if isinstance(override, str) else override), "training.save_steps=3")
 
 
+def test_use_vllm_without_vllm_installed_says_how_to_install(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    with pytest.raises(ConfigError, match=r"pip install -e \"\.\[vllm\]\""):
+        recipe_for("grpo", tmp_path, "training.use_vllm=true")
+
+
 def test_pipeline_wires_grpo_and_rloo_to_sft_rm_and_the_judge_and_compares_them(tmp_path, align_home, tiny_model_dir):
     from align.pipeline import build_pipeline, run_pipeline
 
