@@ -285,8 +285,9 @@ def semantic_hash(recipe: Any) -> str:
         "init_from": upstream_identity(getattr(recipe, "init_from", None)),
         "reward_model": upstream_identity(getattr(recipe, "reward_model", None)),
     }
-    if hasattr(recipe, "upstream_runs"):  # further runs a stage reads (more reward models, a watch's judge)
-        plain["_inputs"]["upstream"] = {p: upstream_identity(p) for p in recipe.upstream_runs()}
+    extra = recipe.upstream_runs() if hasattr(recipe, "upstream_runs") else []
+    if extra:  # further runs a stage reads (more reward models, a watch's judge); none: the hash is as before
+        plain["_inputs"]["upstream"] = {p: upstream_identity(p) for p in extra}
     return config_hash(plain)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import TrainerCallback
 
 from align.compare import judge_scores, load_judge
@@ -224,3 +225,30 @@ class WatchCallback(TrainerCallback):
         # beta > 0 (the mean per-token KL to the reference that TRL logs).
         values = getattr(self.trainer, "_metrics", {}).get("train", {}).get("kl") if self.trainer else None
         return float(values[-1]) if values else None
+
+
+def ppo_watch(recipe: Any, trainer: Any) -> RewardHackingWatch | None:
+    """The watch for align's PPO loop (``align.stages.ppo.stage``), or None when the recipe has no watch section."""
+    if recipe.watch is None:
+        return None
+    acc = trainer.accelerator
+    return RewardHackingWatch(
+        recipe.watch,
+        trainer.tokenizer,
+        trainer.out_dir,
+        dtype=recipe.model.dtype,
+        device=trainer.device,
+        is_main=trainer.is_main,
+        log=trainer.log,
+        reduce_mean=lambda values: acc.reduce(torch.tensor(values, device=acc.device), "mean").tolist(),
+    )
+
+
+def observe_ppo_iteration(watch: RewardHackingWatch | None, trainer: Any, ro: Any, metrics: dict[str, Any]) -> None:
+    """After a PPO iteration: when the watch is due, score this process's rollout with the judge beside its shaped
+    scores (the proxy PPO optimises, before the KL term) and add the watch's metrics to the iteration's row."""
+    if watch is None or not watch.due(trainer.iteration):
+        return
+    prompts = [trainer.prompts[i].prompt for i in ro.prompt_idx]
+    row = watch.observe(trainer.iteration, prompts, ro.texts, ro.has_eos.tolist(), ro.scores.tolist(), metrics["kl"])
+    metrics.update(row)
