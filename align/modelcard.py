@@ -29,6 +29,7 @@ KEY_METRICS = (
     "eval_rewards/accuracies",
     "eval_rewards/margins",
     "reward_mean",
+    "reward",
     "kl",
     "nonfinite_steps_skipped",
 )
@@ -98,6 +99,7 @@ def render_model_card(
         lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in shown.items()]
     lines += _reward_quality(manifest)
+    lines += _watch_lines(manifest.get("watch"))
     lines += [
         "",
         "## Use",
@@ -159,6 +161,31 @@ def _reward_quality(manifest: dict[str, Any]) -> list[str]:
                 f"{_num(length.get('pearson'))}, Spearman {_num(length.get('spearman'))}"
             )
     return lines
+
+
+def _watch_lines(watch: dict[str, Any] | None) -> list[str]:
+    """The "Reward-hacking watch" section: the judge, what the rule saw, and the plot (align/stages/watch.py)."""
+    if not watch:
+        return []
+    fired = watch.get("diverged")
+    if fired:
+        verdict = (
+            f"diverged at iteration {fired['iteration']}: over {fired['window']} sampled iterations the proxy reward "
+            f"rose ({fired['proxy_slope']:+.3g}/iteration) while the judge fell ({fired['judge_slope']:+.3g}/iteration)"
+        )
+        if watch.get("stopped_at") is not None:
+            verdict += "; training stopped there (watch.stop_on_divergence)"
+    else:
+        verdict = "no divergence: the proxy never rose while the judge fell (one-sided slope intervals)"
+    plot = f"; plot `{watch['plot']}` in the run directory" if watch.get("plot") else ""
+    return [
+        "",
+        "## Reward-hacking watch",
+        "",
+        f"- held-out judge `{watch.get('judge')}`, {watch.get('points')} sampled iterations (every "
+        f"{watch.get('sample_every')}), window {watch.get('window')}, confidence {watch.get('confidence')}: "
+        f"{verdict}{plot}",
+    ]
 
 
 def write_model_card(stage_dir: str | Path, tags: list[str] | None = None, reward_model: bool = False) -> Path | None:

@@ -5,14 +5,15 @@
     align pipeline recipes/quickstart.yaml --only compare  # re-run one stage
 
 A pipeline recipe holds shared sections (``model``, ``template``, ``lora``, ``data``, ``agreement``, ``speed``) and one
-section per stage (``sft``, ``rm``, ``judge``, ``pairs``, ``dpo``, ``ppo``, ``compare``) whose keys override the shared ones
-for that stage. Wiring, unless a stage section sets it: the RM starts from the SFT adapter (``rm_from_sft``), DPO
-and PPO start from SFT, PPO scores with the RM, ``pairs`` samples from SFT and ranks with the RM, and DPO then
-trains on those pairs (``pairs.jsonl``) instead of the dataset's own, ``judge`` is a second reward model trained only on the eval split
-(prompts no policy saw), and ``compare`` compares base, SFT, DPO and PPO under the judge (or the RM when there is
-no judge stage). ``rounds: N`` repeats the pairs -> DPO loop: round r samples from round r-1's DPO policy and trains
-on top of it (its reference), in ``pairs-r<r>/`` and ``dpo-r<r>/``. Every stage recipe is built and validated before
-anything runs.
+section per stage (``sft``, ``rm``, ``judge``, ``pairs``, ``dpo``, ``ppo``, ``grpo``, ``rloo``, ``compare``) whose keys
+override the shared ones for that stage. Wiring, unless a stage section sets it: the RM starts from the SFT adapter
+(``rm_from_sft``), DPO, PPO, GRPO and RLOO start from SFT, PPO, GRPO and RLOO score with the RM (unless the section
+names ``reward_fn`` or ``rewards``), ``pairs`` samples from SFT and ranks with the RM, and DPO then trains on those
+pairs (``pairs.jsonl``) instead of the dataset's own, ``judge`` is a second reward model trained only on the eval
+split (prompts no policy saw) and is the held-out judge of a stage's ``watch`` section that names none, and
+``compare`` compares base and every policy stage under the judge (or the RM when there is no judge stage).
+``rounds: N`` repeats the pairs -> DPO loop: round r samples from round r-1's DPO policy and trains on top of it (its
+reference), in ``pairs-r<r>/`` and ``dpo-r<r>/``. Every stage recipe is built and validated before anything runs.
 
 Re-running skips stages whose manifest says complete with the same inputs (config, data file hashes, and the
 upstream stages' identities), resumes an interrupted stage from its last complete checkpoint, and re-runs
@@ -116,8 +117,11 @@ def build_pipeline(
                 sec["data"] = {k: v for k, v in (sec.get("data") or {}).items() if k != "sources"}
         if start in stages and not (stage == "rm" and not data.get("rm_from_sft", True)):
             sec.setdefault("init_from", str(pipe.stage_dir(start)))
-        if spec.scores_with in stages and "reward_fn" not in sec:
+        if spec.scores_with in stages and "reward_fn" not in sec and "rewards" not in sec:
             sec.setdefault("reward_model", str(pipe.stage_dir(spec.scores_with)))
+        watch = sec.get("watch")
+        if spec.watch_judge in stages and isinstance(watch, dict) and not watch.get("judge"):
+            sec["watch"] = {**watch, "judge": str(pipe.stage_dir(spec.watch_judge))}
         if trains_on in stages and "sources" not in (sec.get("data") or {}):
             # trains on the earlier stage's output; the shared data section still gives the split and drop settings
             made = pipe.stage_dir(trains_on) / f"{spec.trains_on}.jsonl"

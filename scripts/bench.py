@@ -12,6 +12,10 @@ Measures, on the machine it runs on:
 - TRL's DPOTrainer with its default settings on the same data and batch (TRL tokenizes the same conversational
   records itself);
 - PPO: rollout tokens/s and the generation / scoring / training split of an iteration;
+- GRPO and RLOO as align runs them (the shipped recipes with a programmatic reward) and TRL's GRPOTrainer /
+  RLOOTrainer with their default settings on the same prompts, reward, LoRA, batch, answers per prompt and answer
+  length: rollout (generated) tokens/s and the generate / log-probs / score / train split of an iteration (one
+  optimizer step; TRL's trainers get timing hooks only);
 - generation: plain ``model.generate`` at batch 16/32/64 against align's generation path on the eval prompts;
 - the process's peak resident memory after each stage (CPU) or peak CUDA memory (GPU).
 
@@ -310,6 +314,173 @@ def bench_ppo(args: argparse.Namespace, root: str) -> dict[str, Any] | None:
     }
 
 
+ONLINE_REWARD = "align.stages.ppo:reward_contains"
+
+
+def _online_split(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the measured iterations of the timing keys both online rows log (align's stage or the hooks)."""
+
+    def med(key: str) -> float | None:
+        vals = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+        return round(statistics.median(vals), 4) if vals else None
+
+    gen, score, rollout, train = med("time/generate"), med("time/score"), med("time/rollout"), med("time/train")
+    parts = {"generate": gen, "logprobs": round(rollout - gen - score, 4), "score": score, "train": train}
+    total = sum(parts.values())
+    tokens_per_s = med("rollout_tokens_per_s")
+    return {
+        "rollout_tokens_per_s": None if tokens_per_s is None else round(tokens_per_s, 1),
+        "iteration_seconds": parts,
+        "step_seconds_median": round(total, 4),
+        "split": {k: round(v / total, 3) for k, v in parts.items()} if total else {},
+        "iterations_measured": len(rows),
+    }
+
+
+def bench_online(stage: str, args: argparse.Namespace, root: str) -> dict[str, Any]:
+    """align's GRPO or RLOO on the shipped recipe with a programmatic reward (no init_from, reward model or watch, so
+    it runs from a clean machine); the split comes from the stage's own metrics."""
+    import importlib
+
+    from align.config import load_recipe
+
+    module = importlib.import_module(f"align.stages.{stage}")
+    path = ROOT / "recipes" / ("tiny" if args.quick else "smollm2-135m") / f"{stage}.yaml"
+    recipe = load_recipe(
+        module.Recipe,
+        path,
+        [
+            f"run.root={root}",
+            "run.name=bench",
+            "init_from=null",
+            "reward_model=null",
+            f"reward_fn={ONLINE_REWARD}",
+            "reward_fn_kwargs={target: e}",
+            "rewards=[]",
+            "watch=null",
+            "online.reward_normalization=none",
+            f"training.max_steps={args.warmup + args.online_steps}",
+            "training.save_strategy=no",
+            "training.disable_tqdm=true",
+        ],
+    )
+    t0 = time.perf_counter()
+    out_dir = module.run(recipe)
+    rows = [json.loads(x) for x in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "time/rollout" in r][args.warmup :]
+    out = _online_split(rows)
+    t = recipe.training
+    out.update(
+        settings={
+            "model_dtype": recipe.model.dtype,
+            "bf16": t.bf16,
+            "gradient_checkpointing": t.gradient_checkpointing,
+            "per_device_train_batch_size": t.per_device_train_batch_size,
+            "num_generations": t.num_generations,
+            "max_completion_length": t.max_completion_length,
+        },
+        wall_seconds=round(time.perf_counter() - t0, 1),
+        peak_memory_mb=round(peak_memory_mb()),
+    )
+    return out
+
+
+def bench_trl_default_online(stage: str, args: argparse.Namespace, root: str, ours: dict[str, Any]) -> dict[str, Any]:
+    """TRL's GRPOTrainer / RLOOTrainer with their defaults (only what a run must say, and what makes the work the
+    same as align's row: batch, answers per prompt, answer length, LoRA), on the same prompts and reward. TRL
+    tokenizes the conversational prompts itself. A subclass adds timing hooks and nothing else."""
+    import importlib
+
+    import torch
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    from align.config import load_recipe
+    from align.data.prompts import load_prompts, prompt_text
+    from align.models import load_causal_lm, load_tokenizer, lora_config, resolve_model_path
+    from align.stages.common import to_dataset
+    from align.stages.ppo.rewards import ProgrammaticReward
+
+    config_cls, trainer_cls = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}[stage]
+    path = ROOT / "recipes" / ("tiny" if args.quick else "smollm2-135m") / f"{stage}.yaml"
+    module = importlib.import_module(f"align.stages.{stage}")
+    recipe = load_recipe(module.Recipe, path, ["reward_model=null", f"reward_fn={ONLINE_REWARD}", "watch=null"])
+    train, _ = load_prompts(recipe.data)
+    reward = ProgrammaticReward(ONLINE_REWARD, {"target": "e"})
+    timing: dict[str, list[float]] = {}
+    spent = {"score": 0.0, "generate": 0.0, "tokens": 0}
+
+    def reward_contains(prompts, completions, **kw):
+        t = time.perf_counter()
+        scores = reward([prompt_text(p) for p in prompts], [c[-1]["content"] for c in completions])
+        spent["score"] += time.perf_counter() - t
+        spent["tokens"] += sum(len(c) for c in kw["completion_ids"])
+        return scores
+
+    class Timed(trainer_cls):
+        def _generate_single_turn(self, *a, **kw):
+            t = time.perf_counter()
+            out = super()._generate_single_turn(*a, **kw)
+            spent["generate"] += time.perf_counter() - t
+            return out
+
+        def _generate_and_score_completions(self, inputs):
+            t = time.perf_counter()
+            out = super()._generate_and_score_completions(inputs)
+            timing.setdefault("time/rollout", []).append(time.perf_counter() - t)
+            timing.setdefault("time/generate", []).append(spent["generate"])
+            timing.setdefault("time/score", []).append(spent["score"])
+            timing.setdefault("rollout_tokens_per_s", []).append(spent["tokens"] / max(spent["generate"], 1e-9))
+            spent.update(score=0.0, generate=0.0, tokens=0)
+            return out
+
+        def training_step(self, model, inputs, num_items_in_batch):
+            t, n = time.perf_counter(), len(timing.get("time/rollout", []))
+            out = super().training_step(model, inputs, num_items_in_batch)
+            rollout = timing["time/rollout"][-1] if len(timing.get("time/rollout", [])) > n else 0.0
+            timing.setdefault("time/train", []).append(time.perf_counter() - t - rollout)
+            return out
+
+    model_path = resolve_model_path(recipe.model.name_or_path)
+    s = ours["settings"]
+    cfg = config_cls(
+        output_dir=str(Path(root) / f"{stage}-trl-default"),
+        use_cpu=not torch.cuda.is_available(),
+        max_steps=args.warmup + args.online_steps,
+        per_device_train_batch_size=s["per_device_train_batch_size"],
+        num_generations=s["num_generations"],
+        max_completion_length=s["max_completion_length"],
+        save_strategy="no",
+        report_to="none",
+        logging_steps=1,
+        disable_tqdm=True,
+    )
+    trainer = Timed(
+        model=load_causal_lm(model_path),  # TRL's default: the checkpoint's fp32 weights
+        reward_funcs=[reward_contains],
+        args=cfg,
+        train_dataset=to_dataset([{"prompt": p.prompt} for p in train]),
+        processing_class=load_tokenizer(model_path),
+        peft_config=lora_config(recipe.lora, "CAUSAL_LM"),
+    )
+    t0 = time.perf_counter()
+    trainer.train()
+    n = min(len(v) for v in timing.values())
+    rows = [{k: v[i] for k, v in timing.items()} for i in range(n)][args.warmup :]
+    out = _online_split(rows)
+    out.update(
+        settings={
+            "model_dtype": "float32",
+            "bf16": cfg.bf16,
+            "gradient_checkpointing": cfg.gradient_checkpointing,
+            "temperature": cfg.temperature,
+            "beta": cfg.beta,
+        },
+        wall_seconds=round(time.perf_counter() - t0, 1),
+        peak_memory_mb=round(peak_memory_mb()),
+    )
+    return out
+
+
 def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
     """Greedy new tokens/s on the bundled eval prompts: plain ``model.generate`` at batch 16/32/64 (prompts in file
     order, the usual left-padded batches) against align's generation path (align.eval.generation: length-sorted
@@ -392,6 +563,20 @@ def table(res: dict[str, Any]) -> str:
         f"charged ({dpo.get('precompute_seconds', 0)} s, amortised {dpo.get('tokens_per_s_amortized', '-')} "
         f"tokens/s), {dpo.get('speedup_vs_trl_default_per_step', 'n/a')}x per training step.",
     ]
+    for stage in ("grpo", "rloo"):
+        r, d = res["stages"].get(stage), res["stages"].get(f"{stage}_trl_default")
+        if r:
+            line = (
+                f"{stage.upper()}: {r['rollout_tokens_per_s']} rollout tokens/s; iteration {r['step_seconds_median']} s "
+                f"split {r['split']}"
+            )
+            if d:
+                line += (
+                    f"; TRL defaults on the same data: {d['rollout_tokens_per_s']} rollout tokens/s, iteration "
+                    f"{d['step_seconds_median']} s split {d['split']} (align {r.get('speedup_vs_trl_default')}x per "
+                    "iteration)"
+                )
+            lines.append(line + ".")
     ppo = res["stages"].get("ppo")
     if ppo:
         lines.append(
@@ -416,7 +601,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1, help="warm-up steps (not measured)")
     p.add_argument("--batch", type=int, default=8, help="per-device batch size for every stage")
     p.add_argument("--ppo-iterations", type=int, default=2, help="measured PPO iterations")
-    p.add_argument("--stages", default="sft,rm,dpo,trl,ppo,gen", help="comma list of sft, rm, dpo, trl, ppo, gen")
+    p.add_argument("--online-steps", type=int, default=3, help="measured GRPO/RLOO iterations (optimizer steps)")
+    p.add_argument(
+        "--stages",
+        default="sft,rm,dpo,trl,ppo,grpo,rloo,gen",
+        help="comma list of sft, rm, dpo, trl, ppo, grpo, rloo, gen (trl adds TRL-default rows for dpo, grpo, rloo)",
+    )
     p.add_argument("--gen-prompts", type=int, default=120, help="eval prompts for the generation bench")
     p.add_argument("--gen-tokens", type=int, default=64, help="new tokens per answer in the generation bench")
     p.add_argument("--out", default=".", help="directory for bench.json and bench.md")
@@ -456,6 +646,16 @@ def main(argv: list[str] | None = None) -> int:
         if "gen" in stages:
             print("[bench] generation: plain generate vs align's path", file=sys.stderr, flush=True)
             res["generation"] = bench_generation(args)
+        for stage in ("grpo", "rloo"):
+            if stage in stages:
+                print(f"[bench] {stage}", file=sys.stderr, flush=True)
+                ours = res["stages"][stage] = bench_online(stage, args, root)
+                if "trl" in stages:
+                    print(f"[bench] {stage} with TRL defaults", file=sys.stderr, flush=True)
+                    theirs = res["stages"][f"{stage}_trl_default"] = bench_trl_default_online(stage, args, root, ours)
+                    ours["speedup_vs_trl_default"] = round(
+                        theirs["step_seconds_median"] / max(ours["step_seconds_median"], 1e-9), 2
+                    )
         if "ppo" in stages:
             print("[bench] ppo", file=sys.stderr, flush=True)
             ppo = bench_ppo(args, root)

@@ -87,11 +87,16 @@ def semantic_hash(recipe: Any) -> str:
     for section in stage.hash_skips_bookkeeping_in if stage else ("training",):
         if isinstance(plain.get(section), dict):
             plain[section] = {k: v for k, v in plain[section].items() if k not in BOOKKEEPING_KEYS}
+    if "watch" in plain and plain["watch"] is None:
+        del plain["watch"]  # a stage without a reward-hacking watch hashes as it did before the watch existed
     plain["_inputs"] = {
         "data": data_file_hashes(recipe.data) if getattr(recipe, "data", None) is not None else {},
         "init_from": upstream_identity(getattr(recipe, "init_from", None)),
         "reward_model": upstream_identity(getattr(recipe, "reward_model", None)),
     }
+    extra = recipe.upstream_runs() if hasattr(recipe, "upstream_runs") else []
+    if extra:  # further runs a stage reads (more reward models, a watch's judge); none: the hash is as before
+        plain["_inputs"]["upstream"] = {p: upstream_identity(p) for p in extra}
     return config_hash(plain)
 
 

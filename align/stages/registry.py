@@ -30,6 +30,8 @@ class StageSpec:
     starts_from: str | None = None  # pipeline wiring: init_from this stage's run when it is in the pipeline
     scores_with: str | None = None  # pipeline wiring: reward_model = this stage's run (unless reward_fn is set)
     trains_on: str | None = None  # pipeline wiring: data comes from this stage's output (pairs.jsonl)
+    # pipeline wiring: a watch section without a judge gets this stage's run as its held-out judge
+    watch_judge: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)  # section keys a pipeline sets unless the recipe does
     # Recipe sections whose bookkeeping keys (logging, saving, output paths) are left out of the config hash; the
     # hash covers every other setting plus the data files and the upstream runs (init_from, reward_model).
@@ -56,7 +58,11 @@ STAGES: tuple[StageSpec, ...] = (
               tags=("dpo",), default=True, starts_from="sft", trains_on="pairs"),
     StageSpec("ppo", "align.stages.ppo", "PPO with LoRA, value head and a reward model (align's own)", "policy",
               tags=("ppo", "rlhf"), starts_from="sft", scores_with="rm",
-              hash_skips_bookkeeping_in=("training", "ppo")),
+              hash_skips_bookkeeping_in=("training", "ppo"), watch_judge="judge"),
+    StageSpec("grpo", "align.stages.grpo", "GRPO with LoRA: group-relative rewards, no critic (TRL GRPOTrainer)",
+              "policy", tags=("grpo", "rlhf"), starts_from="sft", scores_with="rm", watch_judge="judge"),
+    StageSpec("rloo", "align.stages.rloo", "RLOO with LoRA: leave-one-out baseline, no critic (TRL RLOOTrainer)",
+              "policy", tags=("rloo", "rlhf"), starts_from="sft", scores_with="rm", watch_judge="judge"),
     StageSpec("compare", None, "compare the policies under a judge on held-out prompts", "report", command=False,
               default=True),
 )  # fmt: skip

@@ -565,3 +565,26 @@ def test_gradient_accumulation_gives_the_same_update_as_one_big_minibatch(tiny_m
     assert moved > 1e-3  # the update did something (LoRA B starts at zero)
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
+def test_watch_in_ppo_fires_stops_and_resumes_its_series(tiny_model_dir, tmp_path):
+    watch = ("watch.judge=tests.fixtures.rewards:judge_fewer_e", "watch.window=3", "watch.stop_on_divergence=true")
+    out = ppo.run(tiny_recipe(tmp_path, *watch))
+    manifest = json.loads((out / "manifest.json").read_text())
+    fired = manifest["watch"]["diverged"]
+    assert fired is not None and manifest["watch"]["stopped_at"] == fired["iteration"] < 10
+    rows = metrics_of(out)
+    assert [r["iteration"] for r in rows] == list(range(1, fired["iteration"] + 1))  # stopped there
+    # the judge is -(number of e), the proxy PPO's shaped score +(number of e): the judge mirrors it
+    assert all(r["watch/judge"] == pytest.approx(-r["watch/proxy"]) for r in rows)
+    assert (out / "watch.png").is_file() and "## Reward-hacking watch" in (out / "model" / "README.md").read_text()
+
+    # interrupted after a checkpoint, the resumed run's watch continues from the logged points
+    settings = (*watch[:2], "ppo.save_every=2", "ppo.num_iterations=4")
+    straight = ppo.run(tiny_recipe(tmp_path, *settings, name="straight"))
+    with pytest.raises(KeyboardInterrupt):
+        ppo.run(tiny_recipe(tmp_path, *settings, name="cut"), callbacks=[StopAfter(3)])
+    resumed = ppo.run(tiny_recipe(tmp_path, *settings, name="cut"))
+    a, b = metrics_of(straight), metrics_of(resumed)
+    assert [r["watch/judge"] for r in b] == pytest.approx([r["watch/judge"] for r in a])
+    assert json.loads((resumed / "manifest.json").read_text())["watch"]["points"] == 4

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from align.config import ConfigError, LoraSection, ModelSection, RunSection, TemplateSection
 from align.data.spec import DataConfig
 from align.stages.ppo import losses as pm
 from align.stages.resume import PPO_STATE_FILE
+from align.stages.watch import WatchSection, check_judge
 
 REWARD_NORMALIZATIONS = ("none", "running", "rm_stats")
 VALUE_MODELS = ("head", "adapter")
@@ -201,6 +203,14 @@ class Recipe:
         default_factory=dict, metadata={"help": "Keyword arguments passed to reward_fn, e.g. {target: e}."}
     )
     ppo: PPOSection = field(default_factory=PPOSection)
+    watch: WatchSection | None = field(
+        default=None, metadata={"help": "Reward-hacking watch against a held-out judge (off when absent)."}
+    )
+
+    def upstream_runs(self) -> list[str]:
+        """The watch's judge run, when it is one (its identity joins the config hash)."""
+        judge = self.watch.judge if self.watch is not None else None
+        return [judge] if judge and Path(judge).exists() else []
 
     def __post_init__(self) -> None:
         if self.data is None:
@@ -237,3 +247,4 @@ class Recipe:
             )
         if self.ppo.value_init == "reward_model" and not self.reward_model:
             raise ConfigError("ppo.value_init=reward_model needs reward_model; use value_init: zero.")
+        check_judge(self.watch, [self.reward_model or "", self.reward_fn or ""])

@@ -27,6 +27,7 @@ from align.stages.ppo.rollout import (
 )
 from align.stages.ppo.trainer import PPOTrainer
 from align.stages.resume import require_complete_checkpoint
+from align.stages.watch import observe_ppo_iteration, ppo_watch
 from align.tracking import RunRecorder, process_state
 
 
@@ -86,6 +87,9 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
         if trainer.is_main:
             for name in ("metrics.jsonl", "samples.jsonl"):
                 _trim_jsonl(trainer.out_dir / name, trainer.iteration)
+    watch = ppo_watch(recipe, trainer)  # the reward-hacking watch (align/stages/watch.py), None without one
+    if watch is not None and checkpoint is not None:
+        watch.restore(trainer.out_dir / "metrics.jsonl", trainer.iteration)
     if trainer.trackers:
         acc.init_trackers(recipe.run.wandb_project, config=to_plain(recipe))
     last: dict[str, Any] = {}
@@ -94,6 +98,7 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
         while trainer.iteration < cfg.num_iterations:
             metrics, ro = trainer.step()
             it = trainer.iteration
+            observe_ppo_iteration(watch, trainer, ro, metrics)
             recorder.log(metrics, step=it)
             if trainer.trackers:
                 acc.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=it)
@@ -106,12 +111,16 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", kl=f"{metrics['kl']:.3f}")
             for cb in callbacks or []:
                 cb(it, metrics)
+            if watch is not None and watch.should_stop:
+                break
         bar.close()
         trainer.save_final()
     except BaseException as e:
         bar.close()
         recorder.finish(last, status="failed", error=f"{type(e).__name__}: {e}", **extra)
         raise
+    if watch is not None:
+        extra["watch"] = watch.finish(recipe.STAGE)
     final = {k: v for k, v in last.items() if isinstance(v, (int, float))}
     model_dir = lineage_path(trainer.out_dir / "model", trainer.out_dir)
     recorder.finish(final, status="complete", model_dir=model_dir, **extra)
