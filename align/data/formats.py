@@ -133,7 +133,10 @@ def detect_format(
         return "prompt-completion"
     looks_sft = "messages" in has or {"prompt", "completion"} <= has
     if kind == PREFERENCE and looks_sft and "label" in has:
-        reason = "it looks like unpaired feedback (prompt, completion, label) for the kto stage, but a preference stage needs chosen and rejected responses"
+        reason = (
+            "it looks like unpaired feedback (prompt, completion, label) for the kto stage, but a preference stage "
+            "needs chosen and rejected responses"
+        )
     elif kind == PREFERENCE and looks_sft:
         reason = "it looks like SFT data, but a preference stage needs chosen and rejected responses"
     else:
@@ -532,8 +535,9 @@ def make_converter(spec: SourceSpec, source: str, first_row: Any, kind: str, unp
     if kind == UNPAIRED and fmt in UNPAIRED_FORMATS:
         if scores:
             raise DataError(
-                f"source '{source}': columns.annotator_scores holds each annotator's scores of a pair's two responses; "
-                "unpaired rows have one response, so list each annotator's rating column under columns.annotators"
+                f"source '{source}': columns.annotator_scores holds each annotator's scores of a pair's two "
+                "responses; unpaired rows have one response, so list each annotator's rating column under "
+                "columns.annotators"
             )
         labels = spec.label_map if spec.labels is not None else dict(FEEDBACK_LABELS)
         return Converter(source, fmt, kind, columns, annotators, labels)

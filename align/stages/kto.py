@@ -88,8 +88,8 @@ class Recipe:
             # TRL checks these only once the data is tokenized and the model loaded; say so before any of that.
             if args.train_sampling_strategy != "sequential":
                 raise ConfigError(
-                    f"training.train_sampling_strategy={args.train_sampling_strategy!r}: the kto loss estimates its KL "
-                    "term from each row and its neighbour in the batch, so rows must be read in order (sequential; "
+                    f"training.train_sampling_strategy={args.train_sampling_strategy!r}: the kto loss estimates its "
+                    "KL term from each row and its neighbour in the batch, so rows must be read in order (sequential; "
                     "align shuffles them once with the seed). Use sequential, or loss_type=apo_zero_unpaired."
                 )
             if args.per_device_train_batch_size < 2:

@@ -35,6 +35,10 @@ def losses(run_dir: Path, key: str = "loss") -> dict[int, float]:
 class Capture(TrainerCallback):
     def __init__(self):
         self.model = None
+        self.labels: list[bool] = []
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kw):
+        self.labels = list(train_dataloader.dataset["label"])  # the order the sequential sampler reads
 
     def on_train_end(self, args, state, control, model=None, **kw):
         self.model = model
@@ -61,6 +65,8 @@ def test_kto_trains_lora_only_and_writes_manifest_model_card_and_data_card(tmp_p
     balance = m["label_balance"]
     assert balance["train"]["desirable"] == balance["train"]["undesirable"] > 0  # pairs unpaired: one of each
     assert m["data"]["train"] == 2 * balance["train"]["desirable"]
+    # Read in order (TRL's KL estimate pairs neighbours) but shuffled once: not the file's chosen, rejected, ... order.
+    assert len(cap.labels) == m["data"]["train"] and cap.labels != [True, False] * (len(cap.labels) // 2)
     # Policy == reference at step 0: rewards and KL 0, loss 1 - sigmoid(0) per row.
     assert m["step0"]["loss"] == pytest.approx(0.5, abs=1e-6) and m["step0"]["rewards_chosen"] == 0
     assert m["compact_lm_head"] is True and "kl" in m["metrics"] and "rewards/margins" in m["metrics"]
