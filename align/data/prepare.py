@@ -198,6 +198,8 @@ def apply_agreement_to_unpaired(
     summary = dict(outcome.report)
     summary["dropped_annotators"] = list(outcome.dropped_annotators)
     summary["items"] = "pairs" if pair_items else "responses"
+    # Each gated item's labels, for the data card's per-annotator coverage (manifests keep only the figures).
+    summary["item_annotations"] = [r.annotations for r in (pair_items or rated)]
     return kept, summary
 
 

@@ -36,7 +36,7 @@ from trl import KTOConfig, KTOTrainer
 from align import fast_head
 from align.agreement import AgreementConfig
 from align.config import ConfigError, LoraSection, ModelSection, RunSection, SpeedSection, TemplateSection, to_plain
-from align.data.card import build_card_facts, card_hash_for, write_card
+from align.data.card import build_card_facts, card_hash_for, summarise_agreement, write_card
 from align.data.card_facts import label_balance
 from align.data.prepare import Prepared, prepare_unpaired
 from align.data.spec import DataConfig
@@ -177,6 +177,12 @@ def step0_check(trainer: Any, tol: float = 1e-4, enforce: bool = True) -> dict[s
 def write_data_card(ctx: common.StageContext, data: Prepared) -> str | None:
     """The card of the rows this run trains on (label balance, drops, lengths, agreement) in the stage directory."""
     cfg = ctx.recipe.data
+    agreement = None
+    if data.agreement is not None:  # the gate's figures on the training split (pairs, or each response's ratings)
+        gate = ctx.recipe.agreement
+        agreement = summarise_agreement(
+            data.agreement, data.agreement["item_annotations"], bootstrap=gate.bootstrap, seed=gate.seed
+        )
     facts = build_card_facts(
         DATA_CARD,
         kind="unpaired",
@@ -194,6 +200,7 @@ def write_data_card(ctx: common.StageContext, data: Prepared) -> str | None:
             "max_drop_fraction": cfg.max_drop_fraction,
             "agreement_applied": None if data.agreement is None else to_plain(ctx.recipe.agreement),
         },
+        agreement=agreement,
         tokenizer=ctx.tokenizer,
         tokenizer_name=ctx.recipe.model.name_or_path,
         source_ref=f"the {ctx.recipe.STAGE} recipe's data section",

@@ -72,6 +72,8 @@ def test_kto_trains_lora_only_and_writes_manifest_model_card_and_data_card(tmp_p
     assert m["compact_lm_head"] is True and "kl" in m["metrics"] and "rewards/margins" in m["metrics"]
     assert m["data_card"] == card_hash_for(out / "data.json")
     assert "### Label balance" in (out / "data.md").read_text()
+    facts = json.loads((out / "data.json").read_text())
+    assert facts["labels"]["train"] == balance["train"] and facts["agreement"]["n_items"] > 0
     card = (out / "model" / "README.md").read_text()
     assert card.startswith("---\nbase_model:") and "- kto" in card
     assert (out / "model" / "adapter_model.safetensors").is_file()

@@ -277,3 +277,25 @@ def test_the_unpaired_data_card_shows_label_balance_per_split():
     assert {"desirable", "undesirable"} <= set(facts["tokens"])
     text = render_facts(facts, "0" * 64)
     assert "### Label balance" in text and "| all | 40 | 40 | 0.500 |" in text
+
+
+# --- `align data` on unpaired feedback ------------------------------------------------------------------------
+
+
+def test_align_data_validates_inspects_and_cards_unpaired_feedback(capsys, tmp_path):
+    from align.cli import main
+
+    assert main(["data", "validate", str(FIXTURES / "unpaired.jsonl"), "--json", "--max-drop-fraction", "0.5"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["kept"] + sum(report["dropped"].values()) == report["total"] == 10 and report["kept"] == 6
+
+    assert main(["data", "inspect", str(FIXTURES / "unpaired.jsonl"), "--max-drop-fraction", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "unpaired data" in out and "       up: Put it in boiling water" in out and "     down: Eggs" in out
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "tiny" / "kto.yaml"  # bundled pairs, data.unpair
+    assert main(["data", "card", str(recipe), "-o", str(tmp_path), "--name", "kto"]) == 0
+    facts = json.loads((tmp_path / "kto.json").read_text())
+    assert facts["kind"] == "unpaired" and facts["labels"]["all"]["desirable"] == facts["labels"]["all"]["undesirable"]
+    assert facts["agreement"]["n_items"] > 0 and facts["rows"]["in"] == 64  # 32 pairs read as 64 rows
+    assert "### Label balance" in (tmp_path / "kto.md").read_text()
