@@ -219,6 +219,11 @@ def _check_unique_ids(records: Iterable[PreferenceRecord | SFTRecord | UnpairedR
 def _load(cfg: DataConfig, kind: str) -> tuple[list, list, DropReport, dict[str, Any], list[dict[str, Any]]]:
     if not cfg.sources:
         raise DataError("data.sources is empty: add at least one source, e.g. sources: [{path: builtin:bundled}]")
+    if cfg.unpair and kind != UNPAIRED:
+        raise DataError(
+            f"data.unpair reads preference pairs as unpaired rows for the kto stage, but this stage reads {kind} data; "
+            "remove it (in a pipeline recipe, set it in the kto section: kto: {data: {unpair: true}})"
+        )
     names = unique_source_names([*cfg.sources, *cfg.eval_sources])
     report = DropReport()
     summaries: list[dict[str, Any]] = []

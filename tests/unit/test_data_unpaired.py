@@ -148,6 +148,13 @@ def test_unpair_makes_each_pair_two_rows_chosen_true_rejected_false_and_counts_r
     assert data.sources[0]["unpaired_from_pairs"] is True
 
 
+def test_unpair_given_to_a_pairs_or_sft_stage_is_an_error_pointing_at_the_kto_section():
+    for loader in (load_preferences, load_sft):
+        with pytest.raises(DataError) as exc:
+            loader(_cfg(FIXTURES / "pairs_with_ids.jsonl", unpair=True))
+        assert "kto: {data: {unpair: true}}" in _one_paragraph(exc)
+
+
 def test_a_pairs_two_rows_never_straddle_train_and_eval():
     data = load_unpaired(_cfg({"path": "builtin:bundled", "max_rows": 120}, unpair=True, eval_fraction=0.5))
     assert data.train and data.eval
