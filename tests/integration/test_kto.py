@@ -147,7 +147,7 @@ def test_kto_runs_in_the_tiny_pipeline_from_sft_and_is_compared(tmp_path, align_
     run_pipeline(pipe)
     m = read_manifest(pipe.stage_dir("kto"))
     assert m["status"] == "complete"
-    assert m["weights"]["merged"] == [str(pipe.stage_dir("sft") / "model")]  # started from SFT, reference = SFT
+    assert m["weights"]["merged"] == ["sft/model"]  # started from SFT (reference = SFT), relative to the run root
     assert m["step0"]["loss"] == pytest.approx(0.5, abs=1e-6)
     report = json.loads((pipe.stage_dir("compare") / "report.json").read_text())
     assert set(report["checkpoints"]) == {"tiny-llama", "sft", "kto"}
