@@ -5,12 +5,12 @@
     align pipeline recipes/quickstart.yaml --only compare  # re-run one stage
 
 A pipeline recipe holds shared sections (``model``, ``template``, ``lora``, ``data``, ``agreement``, ``speed``) and one
-section per stage (``sft``, ``rm``, ``judge``, ``pairs``, ``dpo``, ``ppo``, ``grpo``, ``rloo``, ``compare``) whose keys
-override the shared ones for that stage. Wiring, unless a stage section sets it: the RM starts from the SFT adapter
-(``rm_from_sft``), DPO, PPO, GRPO and RLOO start from SFT, PPO, GRPO and RLOO score with the RM (unless the section
-names ``reward_fn`` or ``rewards``), ``pairs`` samples from SFT and ranks with the RM, and DPO then trains on those
-pairs (``pairs.jsonl``) instead of the dataset's own, ``judge`` is a second reward model trained only on the eval
-split (prompts no policy saw) and is the held-out judge of a stage's ``watch`` section that names none, and
+section per stage (``sft``, ``rm``, ``judge``, ``pairs``, ``dpo``, ``ppo``, ``grpo``, ``rloo``, ``kto``, ``compare``) whose
+keys override the shared ones for that stage. Wiring, unless a stage section sets it: the RM starts from the SFT
+adapter (``rm_from_sft``), DPO, PPO, GRPO, RLOO and KTO start from SFT, PPO, GRPO and RLOO score with the RM (unless
+the section names ``reward_fn`` or ``rewards``), ``pairs`` samples from SFT and ranks with the RM, and DPO then trains
+on those pairs (``pairs.jsonl``) instead of the dataset's own, ``judge`` is a second reward model trained only on the
+eval split (prompts no policy saw) and is the held-out judge of a stage's ``watch`` section that names none, and
 ``compare`` compares base and every policy stage under the judge (or the RM when there is no judge stage).
 ``rounds: N`` repeats the pairs -> DPO loop: round r samples from round r-1's DPO policy and trains on top of it (its
 reference), in ``pairs-r<r>/`` and ``dpo-r<r>/``. Every stage recipe is built and validated before anything runs.

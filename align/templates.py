@@ -169,6 +169,12 @@ class Encoder:
         c_ids, r_ids = self._fit(p_ids, c_ids), self._fit(p_ids, r_ids)
         return {"prompt_ids": p_ids, "chosen_ids": c_ids, "rejected_ids": r_ids}
 
+    def unpaired(self, prompt: list[Message], completion: list[Message]) -> dict[str, Any]:
+        """TRL KTOTrainer's pre-tokenized columns: prompt_ids, completion_ids (the completion ends with EOS)."""
+        p_ids, c_ids = self._prompt_and_completion(prompt, completion)
+        self.rows_checked += 1
+        return {"prompt_ids": p_ids, "completion_ids": self._fit(p_ids, c_ids)}
+
     def sft(self, messages: list[Message]) -> dict[str, Any]:
         """input_ids plus assistant_masks: 1 on every assistant turn's tokens including its EOS, 0 elsewhere."""
         messages = with_system(messages, self.system_prompt)

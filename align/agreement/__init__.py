@@ -29,12 +29,23 @@ Undefined and invalid cases
 - The agreement gate (:func:`apply_agreement`) treats an undefined value as a failed gate: agreement that cannot be
   measured cannot be vouched for.
 
+Single-response ratings (unpaired feedback: each annotator rates one response, on a scale or as thumbs up / down) go
+through :func:`apply_rating_agreement`, which reads every rating relative to ``agreement.rating_threshold`` and then
+applies the same gate and votes (see ``align.agreement.ratings``).
+
 Why hand-written: the library depends on ``numpy`` only. ``sklearn``, ``statsmodels`` and ``krippendorff``
 implement these statistics too and serve as test oracles, but they are dev-only dependencies, and none of them
 handles missing labels, the undefined cases and the preference conventions above the way this pipeline needs.
 """
 
-from align.agreement.gate import AgreementConfig, AgreementOutcome, agreement_report, apply_agreement, format_report
+from align.agreement.gate import (
+    RATING_LABELS,
+    AgreementConfig,
+    AgreementOutcome,
+    agreement_report,
+    apply_agreement,
+    format_report,
+)
 from align.agreement.humans import model_vs_humans
 from align.agreement.labels import (
     LEVELS,
@@ -47,6 +58,7 @@ from align.agreement.labels import (
     map_labels,
     scores_to_preference,
 )
+from align.agreement.ratings import apply_rating_agreement
 from align.agreement.stats import (
     BootstrapInterval,
     ItemVote,
@@ -65,6 +77,7 @@ from align.errors import AgreementGateError
 
 __all__ = [
     "LEVELS",
+    "RATING_LABELS",
     "WEIGHTS",
     "LabelMatrix",
     "AgreementConfig",
@@ -79,6 +92,7 @@ __all__ = [
     "aggregate",
     "annotations_by_annotator",
     "apply_agreement",
+    "apply_rating_agreement",
     "bootstrap_ci",
     "cohen_kappa",
     "fleiss_kappa",

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from align.agreement.labels import (
+    LEVELS,
     METRICS,
     LabelMatrix,
     _as_matrix,
@@ -33,6 +34,8 @@ from align.agreement.stats import (
 )
 from align.errors import AgreementGateError
 
+RATING_LABELS = ("vote", "mean", "median")  # how an unpaired response's label comes from its ratings
+
 
 def _json_float(x: float | None) -> float | None:
     return None if x is None or math.isnan(x) else float(x)
@@ -47,13 +50,19 @@ def _headline_value(metric: str, values: Mapping[str, Any]) -> float:
 
 
 def agreement_report(
-    annotations: LabelMatrix, *, n_boot: int = 1000, seed: int = 0, metric: str = "fleiss_kappa"
+    annotations: LabelMatrix,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    metric: str = "fleiss_kappa",
+    level: str = "nominal",
 ) -> dict[str, Any]:
     """All agreement figures for annotator -> labels, JSON-serialisable (NaN -> None).
 
     Keys: ``n_items``, ``n_annotators``, ``annotators``, ``labels`` (sorted distinct values),
     ``percent_agreement``, ``cohen_kappa_pairwise`` ("a|b" -> kappa), ``fleiss_kappa`` (on items with the modal
-    number of raters), ``fleiss_items`` (how many items that is), ``krippendorff_alpha`` (nominal),
+    number of raters), ``fleiss_items`` (how many items that is), ``krippendorff_alpha`` (at ``level``: nominal
+    for labels and thumbs, ordinal or interval for rating scales; ``alpha_level`` names it unless nominal),
     ``per_annotator`` (leave-one-out kappa), ``headline`` ({"metric", "value"}, ``metric`` being one of
     :data:`METRICS`), ``band`` (Landis-Koch band of the headline; None for percent agreement, which is not
     chance-corrected), and ``ci``: 95% percentile-bootstrap ``[low, high]`` for ``percent_agreement``,
@@ -62,6 +71,8 @@ def agreement_report(
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}.")
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}.")
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
         raise ValueError(f"n_boot must be an int >= 0 (0 skips confidence intervals), got {n_boot!r}.")
     m, names = _as_matrix(annotations)
@@ -72,12 +83,12 @@ def agreement_report(
     point = {
         "percent_agreement": percent_agreement(m),
         "fleiss_kappa": _fleiss_from_matrix(m),
-        "krippendorff_alpha": krippendorff_alpha(m, "nominal"),
+        "krippendorff_alpha": krippendorff_alpha(m, level),
     }
     statistics: dict[str, Callable[[np.ndarray], float]] = {
         "percent_agreement": percent_agreement,
         "fleiss_kappa": _fleiss_from_matrix,
-        "krippendorff_alpha": krippendorff_alpha,
+        "krippendorff_alpha": lambda x: krippendorff_alpha(x, level),
     }
     for i, j in pairs:
         statistics[f"cohen_kappa:{_pair_key(names[i], names[j])}"] = lambda x, i=i, j=j: cohen_kappa(x[i], x[j])
@@ -100,6 +111,8 @@ def agreement_report(
     value = _headline_value(metric, report)
     report["headline"] = {"metric": metric, "value": _json_float(value)}
     report["band"] = None if metric == "percent_agreement" else landis_koch_band(value)
+    if level != "nominal":
+        report["alpha_level"] = level
     report["ci"] = ci
     return report
 
@@ -155,7 +168,14 @@ class AgreementConfig:
     ``drop_annotators_below``: drop annotators whose leave-one-out kappa is below this before aggregating.
     ``aggregate``/``min_item_agreement``/``ties``: passed to :func:`aggregate`. ``margin_from_votes``: the data
     layer sets each pair's margin from :attr:`ItemVote.margin`. ``bootstrap``: resamples for confidence intervals
-    (0 = none). ``seed``: bootstrap seed.
+    (0 = none). ``seed``: bootstrap seed. ``level``: Krippendorff's alpha's level of measurement (nominal for
+    pairwise labels and thumbs up / down; ordinal or interval for rating scales).
+
+    Unpaired feedback (one response, each annotator's rating of it; :mod:`align.agreement.ratings`):
+    ``rating_threshold``: a rating above it says desirable, below it undesirable, equal to it neither (the default 0
+    suits thumbs coded +1 / -1; use e.g. 3 on a 1..5 scale). ``rating_label``: how a response's label comes from
+    its ratings: ``vote`` (each rating votes by its side of the threshold, aggregated as pairs' votes are),
+    ``mean`` or ``median`` (the aggregate rating against the threshold; equal to it is a tie).
     """
 
     metric: str = "fleiss_kappa"
@@ -168,10 +188,23 @@ class AgreementConfig:
     margin_from_votes: bool = False
     bootstrap: int = 1000
     seed: int = 0
+    level: str = "nominal"
+    rating_threshold: float = 0.0
+    rating_label: str = "vote"
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise ValueError(f"agreement.metric must be one of {METRICS}, got {self.metric!r}.")
+        if self.level not in LEVELS:
+            raise ValueError(
+                f"agreement.level must be one of {LEVELS} (Krippendorff's alpha's level of measurement), got "
+                f"{self.level!r}."
+            )
+        v = self.rating_threshold
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"agreement.rating_threshold must be a finite number, got {v!r}.")
+        if self.rating_label not in RATING_LABELS:
+            raise ValueError(f"agreement.rating_label must be one of {RATING_LABELS}, got {self.rating_label!r}.")
         for name in ("min", "drop_annotators_below"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not -1.0 <= v <= 1.0):
@@ -253,7 +286,7 @@ def apply_agreement(annotations: LabelMatrix, cfg: AgreementConfig) -> Agreement
     keep = [i for i, n in enumerate(names) if n not in dropped]
     kept_names = [names[i] for i in keep]
     panel = {n: m[i] for i, n in zip(keep, kept_names, strict=True)}
-    report = agreement_report(panel, n_boot=cfg.bootstrap, seed=cfg.seed, metric=cfg.metric)
+    report = agreement_report(panel, n_boot=cfg.bootstrap, seed=cfg.seed, metric=cfg.metric, level=cfg.level)
     value = report["headline"]["value"]
     gate_passed: bool | None = None
     if cfg.min is not None:

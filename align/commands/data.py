@@ -32,9 +32,9 @@ from align.data.check import (
     split_facts,
 )
 from align.data.check import agreement_settings as _settings
-from align.data.formats import SFT
+from align.data.formats import SFT, UNPAIRED
 from align.data.load import write_records_jsonl
-from align.data.records import PreferenceRecord
+from align.data.records import PreferenceRecord, UnpairedRecord
 from align.data.spec import DataError
 from align.data.split import split_by_prompt
 from align.data.validate import DropReport, drop_table
@@ -65,7 +65,7 @@ def _short(text: str, n: int = SHOWN_CHARS) -> str:
 
 def _truncated(record: Record, n: int = SHOWN_CHARS) -> dict[str, Any]:
     d = record.to_dict()
-    for key in ("prompt", "chosen", "rejected", "messages"):
+    for key in ("prompt", "chosen", "rejected", "messages", "completion"):
         if key in d:
             d[key] = [{"role": m["role"], "content": _short(m["content"], n)} for m in d[key]]
     return d
@@ -73,8 +73,11 @@ def _truncated(record: Record, n: int = SHOWN_CHARS) -> dict[str, Any]:
 
 def _record_lines(record: Record) -> list[str]:
     lines = [f"  {record.id} (source {record.source})"]
-    messages = record.prompt if isinstance(record, PreferenceRecord) else record.messages
+    messages = record.prompt if isinstance(record, (PreferenceRecord, UnpairedRecord)) else record.messages
     lines += [f"    {m['role']:>9}: {_short(m['content'])}" for m in messages]
+    if isinstance(record, UnpairedRecord):
+        label = {True: "up", False: "down", None: "rated"}[record.label]  # where a role stands for the other turns
+        lines.append(f"    {label:>9}: {_short(record.completion[0]['content'])}")
     if isinstance(record, PreferenceRecord):
         lines.append(f"    {'chosen':>9}: {_short(record.chosen[0]['content'])}")
         lines.append(f"    {'rejected':>9}: {_short(record.rejected[0]['content'])}")
@@ -241,6 +244,12 @@ def cmd_agreement(args: Any, target: Target) -> int:
 
     if target.kind == SFT:
         raise DataError(f"{target.ref} is SFT data; annotator agreement needs preference rows with annotator labels")
+    if target.kind == UNPAIRED:
+        raise DataError(
+            f"{target.ref} is unpaired feedback; its raters' agreement is measured by the gate: give a recipe with an "
+            "agreement section (e.g. agreement: {rating_threshold: 3, level: interval}) to `align data card`, or "
+            "run the kto stage, whose data card and manifest report it"
+        )
     settings = agreement_settings(args, target)
     loaded = load_target(target, apply_agreement=False)
     report, _ = measure_agreement(loaded.records, target.ref, settings)

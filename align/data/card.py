@@ -110,13 +110,16 @@ def parse_card(text: str, where: str = "data card") -> CardText:
 
 
 def _front_matter(facts: Mapping[str, Any], existing: Mapping[str, Any]) -> dict[str, Any]:
-    preference = facts["kind"] == "preference"
+    tags = {
+        "preference": ["align", "preference", "human-feedback"],
+        "unpaired": ["align", "unpaired-feedback", "kto", "human-feedback"],
+    }.get(facts["kind"], ["align", "sft"])
     defaults: dict[str, Any] = {
         "license": "unknown",
         "language": ["en"],
         "task_categories": ["text-generation"],
         "pretty_name": facts["name"],
-        "tags": ["align", "preference", "human-feedback"] if preference else ["align", "sft"],
+        "tags": tags,
     }
     merged = {**defaults, **{k: v for k, v in existing.items() if k not in GENERATED_FRONT_MATTER}}
     merged["size_categories"] = [size_category(facts["rows"]["kept"])]
@@ -166,6 +169,8 @@ def render_facts(facts: Mapping[str, Any], card_hash: str) -> str:
     lines += ["", "### Conversation turns", ""]
     lines += _table(["user turns", "records"], [[k, v] for k, v in facts["turns"].items()])
     lines += _tokens_section(facts["tokens"])
+    if "labels" in facts:
+        lines += _label_balance_section(facts["labels"])
     lines += _duplicates_split_section(facts["duplicates"], facts["split"], facts["preprocessing"])
     lines += ["", "### Annotator agreement", ""]
     lines += _agreement_section(facts["agreement"])
@@ -207,7 +212,11 @@ def _tokens_section(tokens: Mapping[str, Any]) -> list[str]:
         + (f"; conversation: {tokens['conversation_rendering']}." if "conversation_rendering" in tokens else "."),
         "",
     ]
-    fields = [k for k in ("prompt", "chosen", "rejected", "response", "conversation") if k in tokens]
+    fields = [
+        k
+        for k in ("prompt", "chosen", "rejected", "desirable", "undesirable", "response", "conversation")
+        if k in tokens
+    ]
     lines += _table(
         ["text", "min", "median", "p90", "max", "mean"],
         [[k, *("n/a" if tokens[k][s] is None else f"{tokens[k][s]:g}" for s in STAT_KEYS)] for k in fields],
@@ -221,6 +230,24 @@ def _tokens_section(tokens: Mapping[str, Any]) -> list[str]:
             f"{ratio['equal']}.",
         ]
     return lines
+
+
+def _label_balance_section(labels: Mapping[str, Any]) -> list[str]:
+    """Unpaired feedback: desirable and undesirable rows per split."""
+    lines = ["", "### Label balance", ""]
+    lines += _table(
+        ["split", "desirable", "undesirable", "desirable share"],
+        [
+            [k, labels[k]["desirable"], labels[k]["undesirable"], _fmt(labels[k]["desirable_share"])]
+            for k in ("all", "train", "eval")
+        ],
+    )
+    return lines + [
+        "",
+        f"Labels the annotators' aggregate changed from the row's own: {labels['relabelled_by_agreement']}. KTO "
+        "weighs desirable and undesirable losses (training.desirable_weight / undesirable_weight); its paper "
+        "suggests weighted counts within a factor 1 to 4/3 of each other.",
+    ]
 
 
 def _duplicates_split_section(dup: Mapping[str, Any], split: Mapping[str, Any], pre: Mapping[str, Any]) -> list[str]:
@@ -258,7 +285,7 @@ def _agreement_section(agreement: Mapping[str, Any] | None) -> list[str]:
     for label, key in (
         ("percent agreement", "percent_agreement"),
         ("Fleiss kappa", "fleiss_kappa"),
-        ("Krippendorff alpha (nominal)", "krippendorff_alpha"),
+        (f"Krippendorff alpha ({agreement['krippendorff_alpha'].get('level', 'nominal')})", "krippendorff_alpha"),
     ):
         figure = agreement[key]
         figures.append([label, _fmt(figure["value"]), _ci(figure["ci95"]), figure.get("band", "-")])
@@ -291,7 +318,9 @@ def render_card(facts: Mapping[str, Any], card_hash: str, existing: CardText | N
     front = _front_matter(facts, existing.front_matter)
     front_text = yaml.safe_dump(front, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000)
     rows = facts["rows"]
-    what = "preference pairs" if facts["kind"] == "preference" else "SFT conversations"
+    what = {"preference": "preference pairs", "unpaired": "rated responses (unpaired feedback)"}.get(
+        facts["kind"], "SFT conversations"
+    )
     regenerate = f"align data card {facts['source']} --name {facts['name']}" if facts["source"] else "align data card"
     parts = [
         f"---\n{front_text}---",

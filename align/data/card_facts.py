@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from align.agreement import landis_koch_band
-from align.data.records import Message, PreferenceRecord, SFTRecord
+from align.data.records import Message, PreferenceRecord, SFTRecord, UnpairedRecord
 from align.data.split import prompt_key, record_prompt
 from align.data.validate import DUPLICATE, DropReport
 from align.models import tiny_tokenizer
 
 logger = logging.getLogger(__name__)
 
-Record = PreferenceRecord | SFTRecord
+Record = PreferenceRecord | SFTRecord | UnpairedRecord
 
 CARD_SCHEMA = 1
 TINY_TOKENIZER_NAME = "align.models.tiny_tokenizer() (the committed tiny byte-level BPE, align/assets/tiny-tokenizer)"
@@ -116,7 +116,7 @@ def length_stats(lengths: Sequence[int]) -> dict[str, float | int | None]:
 
 
 def _user_turns(record: Record) -> int:
-    messages = record.prompt if isinstance(record, PreferenceRecord) else record.messages
+    messages = record.prompt if isinstance(record, (PreferenceRecord, UnpairedRecord)) else record.messages
     return sum(m["role"] == "user" for m in messages)
 
 
@@ -152,7 +152,8 @@ def _token_lengths(tokenizer: Any, texts: Sequence[str]) -> list[int]:
 
 
 def token_facts(records: Sequence[Record], tokenizer: Any, tokenizer_name: str) -> dict[str, Any]:
-    """Token-length distributions of prompt / chosen / rejected (or prompt / response / conversation for SFT)."""
+    """Token-length distributions of prompt / chosen / rejected (prompt / response / conversation for SFT; prompt /
+    desirable / undesirable completions for unpaired feedback)."""
     prompt_texts, rendering = _render(tokenizer, [record_prompt(r) for r in records], add_generation_prompt=True)
     out: dict[str, Any] = {
         "tokenizer": tokenizer_name,
@@ -162,6 +163,7 @@ def token_facts(records: Sequence[Record], tokenizer: Any, tokenizer_name: str) 
     }
     prefs = [r for r in records if isinstance(r, PreferenceRecord)]
     sfts = [r for r in records if isinstance(r, SFTRecord)]
+    unpaired = [r for r in records if isinstance(r, UnpairedRecord)]
     if prefs:
         chosen = _token_lengths(tokenizer, [_joined(r.chosen) for r in prefs])
         rejected = _token_lengths(tokenizer, [_joined(r.rejected) for r in prefs])
@@ -173,11 +175,28 @@ def token_facts(records: Sequence[Record], tokenizer: Any, tokenizer_name: str) 
             "rejected_longer": sum(c < r for c, r in zip(chosen, rejected)),
             "equal": sum(c == r for c, r in zip(chosen, rejected)),
         }
+    if unpaired:
+        for key, label in (("desirable", True), ("undesirable", False)):
+            texts = [_joined(r.completion) for r in unpaired if r.label is label]
+            out[key] = length_stats(_token_lengths(tokenizer, texts))
     if sfts:
         out["response"] = length_stats(_token_lengths(tokenizer, [r.messages[-1]["content"] for r in sfts]))
         texts, out["conversation_rendering"] = _render(tokenizer, [r.messages for r in sfts], False)
         out["conversation"] = length_stats(_token_lengths(tokenizer, texts))
     return out
+
+
+def label_balance(records: Sequence[Record]) -> dict[str, Any]:
+    """Label balance of unpaired records: desirable and undesirable counts and the desirable share (KTO weighs the
+    two losses; its paper's Eq. 8 wants the weighted counts within a factor 1 to 4/3 of each other)."""
+    desirable = sum(isinstance(r, UnpairedRecord) and r.label is True for r in records)
+    undesirable = sum(isinstance(r, UnpairedRecord) and r.label is False for r in records)
+    total = desirable + undesirable
+    return {
+        "desirable": desirable,
+        "undesirable": undesirable,
+        "desirable_share": _round(desirable / total) if total else None,
+    }
 
 
 def content_hash(records: Sequence[Record]) -> str:
@@ -227,7 +246,11 @@ def summarise_agreement(
         "headline": {"metric": headline.get("metric"), "value": _round(headline.get("value")), "band": report["band"]},
         "percent_agreement": figure("percent_agreement", banded=False),
         "fleiss_kappa": {**figure("fleiss_kappa"), "items": report.get("fleiss_items")},
-        "krippendorff_alpha": figure("krippendorff_alpha"),
+        "krippendorff_alpha": {
+            **figure("krippendorff_alpha"),
+            # only off the default, so cards of pairwise labels keep their facts (and hashes)
+            **({"level": report["alpha_level"]} if report.get("alpha_level", "nominal") != "nominal" else {}),
+        },
         "cohen_kappa_pairwise": {
             pair: {
                 "value": _round(value),
@@ -357,6 +380,13 @@ def build_card_facts(
         "agreement": None if agreement is None else dict(agreement),
         "content_sha256": content_hash(records),
     }
+    if any(isinstance(r, UnpairedRecord) for r in records):
+        facts["labels"] = {
+            "all": label_balance(records),
+            "train": label_balance(train),
+            "eval": label_balance(eval_records),
+            "relabelled_by_agreement": sum(bool(r.meta.get("relabelled")) for r in records),
+        }
     json.dumps(facts, allow_nan=False)  # fail here, not half-way through writing, if anything is not JSON-safe
     return facts
 

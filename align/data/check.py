@@ -1,4 +1,4 @@
-"""Checking preference or SFT data as a stage would load it: what SOURCE names, loading it with every row kept or
+"""Checking preference, SFT or unpaired data as a stage would load it: what SOURCE names, loading it with every row kept or
 counted, the drop limit, annotator agreement and the data card's facts.
 
 Library code: no argument parsing and no printing. ``align data`` (``align.commands.data``) prints these results,
@@ -23,17 +23,17 @@ from align.data.card import (
     summarise_agreement,
     write_card,
 )
-from align.data.formats import PREFERENCE, SFT
-from align.data.load import load_preferences, load_sft
-from align.data.prepare import apply_agreement_to_records
-from align.data.records import PreferenceRecord, SFTRecord
+from align.data.formats import PREFERENCE, SFT, UNPAIRED
+from align.data.load import load_preferences, load_sft, load_unpaired
+from align.data.prepare import apply_agreement_to_records, apply_agreement_to_unpaired
+from align.data.records import PreferenceRecord, SFTRecord, UnpairedRecord
 from align.data.sources import read_source, source_name
-from align.data.spec import PREFERENCE_FORMATS, SFT_FORMATS, DataConfig, DataError, SourceSpec
+from align.data.spec import PREFERENCE_FORMATS, SFT_FORMATS, UNPAIRED_FORMATS, DataConfig, DataError, SourceSpec
 from align.data.split import count_leakage, split_by_prompt
 from align.data.validate import DropReport
 from align.models import load_tokenizer, resolve_model_path, tiny_tokenizer
 
-Record = PreferenceRecord | SFTRecord
+Record = PreferenceRecord | SFTRecord | UnpairedRecord
 RECIPE_SUFFIXES = (".yaml", ".yml")
 DEFAULT_CARD_DIR = "data_cards"
 DEFAULT_BOOTSTRAP = 1000
@@ -93,15 +93,22 @@ def infer_kind(spec: SourceSpec) -> str:
         return SFT
     if spec.format in PREFERENCE_FORMATS:
         return PREFERENCE
+    if spec.format in UNPAIRED_FORMATS:
+        return UNPAIRED
     rows = read_source(spec).rows
     first = rows[0] if rows else None
     if isinstance(first, SFTRecord):
         return SFT
+    if isinstance(first, UnpairedRecord):
+        return UNPAIRED
     if not isinstance(first, dict):
         return PREFERENCE  # records, or nothing the loader will accept: it explains the problem
-    has = {f for f in ("prompt", "chosen", "rejected", "messages", "completion") if spec.columns.get(f, f) in first}
+    fields = ("prompt", "chosen", "rejected", "messages", "completion", "label")
+    has = {f for f in fields if spec.columns.get(f, f) in first}
     if {"chosen", "rejected"} <= has:
         return PREFERENCE
+    if "label" in has and ("messages" in has or {"prompt", "completion"} <= has):
+        return UNPAIRED  # one response with a thumbs up or down (the kto stage's data)
     if "messages" in has or {"prompt", "completion"} <= has:
         return SFT
     return PREFERENCE
@@ -154,7 +161,7 @@ def resolve_target(
             raise DataError(f"{exc} (from the command-line options)") from None
     if not data.sources:
         raise DataError(f"{ref}: data.sources is empty; add at least one source")
-    kind = SFT if sft else infer_kind(data.sources[0])
+    kind = SFT if sft else UNPAIRED if data.unpair else infer_kind(data.sources[0])
     return Target(ref, data, agreement, kind, name or default_name)
 
 
@@ -166,7 +173,7 @@ def load_target(target: Target, *, apply_agreement: bool = True, strict_gate: bo
     ``align.data.prepare`` does; ``strict_gate=False`` turns a failing agreement gate into a warning.
     """
     cfg = target.data
-    loader = load_sft if target.kind == SFT else load_preferences
+    loader = {SFT: load_sft, UNPAIRED: load_unpaired}.get(target.kind, load_preferences)
     if cfg.eval_sources:
         loaded = loader(dataclasses.replace(cfg, max_drop_fraction=1.0))
         records = [*loaded.train, *loaded.eval]
@@ -184,6 +191,17 @@ def load_target(target: Target, *, apply_agreement: bool = True, strict_gate: bo
             agreement_cfg = dataclasses.replace(agreement_cfg, on_fail="warn")
         train, summary = apply_agreement_to_records(train, agreement_cfg, report)
         held_out, _ = apply_agreement_to_records(held_out, agreement_cfg, report)
+        report.check()
+    elif apply_agreement and target.kind == UNPAIRED:
+        # Unpaired rows rated by annotators get their label from the gate; without an agreement section they keep
+        # the label they give (and rated rows without one are an error naming the fix).
+        agreement_cfg = target.agreement
+        if agreement_cfg is not None:
+            agreement_cfg = dataclasses.replace(agreement_cfg, bootstrap=0)
+            if not strict_gate:
+                agreement_cfg = dataclasses.replace(agreement_cfg, on_fail="warn")
+        train, summary = apply_agreement_to_unpaired(train, agreement_cfg, report)
+        held_out, _ = apply_agreement_to_unpaired(held_out, agreement_cfg, report)
         report.check()
     return Loaded(records, list(train), list(held_out), report, leakage, list(loaded.sources), summary)
 
@@ -320,6 +338,14 @@ def card_facts(target: Target, settings: AgreementSettings | None, tokenizer: tu
             unreliable_below=settings.unreliable_below,
             bootstrap=settings.bootstrap,
             seed=settings.seed,
+        )
+    if target.kind == UNPAIRED and loaded.agreement_summary is not None:
+        # The gate's own figures (pairs voted as pairs, or each response's ratings), on the training split.
+        settings = settings or agreement_settings(target)
+        agreement = summarise_agreement(
+            loaded.agreement_summary,
+            loaded.agreement_summary["item_annotations"],
+            unreliable_below=settings.unreliable_below,
         )
     cfg = target.data
     settings_facts: dict[str, Any] = {

@@ -14,8 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from align.agreement import scores_to_preference
-from align.data.records import Message, PreferenceRecord, SFTRecord
-from align.data.spec import PREFERENCE_FORMATS, SFT_FORMATS, DataError, SourceSpec
+from align.data.records import Message, PreferenceRecord, SFTRecord, UnpairedRecord
+from align.data.spec import (
+    FEEDBACK_LABELS,
+    PREFERENCE_FORMATS,
+    SFT_FORMATS,
+    UNPAIRED_FORMATS,
+    DataError,
+    SourceSpec,
+)
 from align.data.validate import (
     EMPTY_RESPONSE,
     PROMPT_MISMATCH,
@@ -26,10 +33,13 @@ from align.data.validate import (
     check_prompt_roles,
     check_response,
     check_sft_record,
+    check_unpaired_record,
 )
 
 PREFERENCE = "preference"
 SFT = "sft"
+UNPAIRED = "unpaired"  # one response with a thumbs up or down (KTO)
+KINDS = (PREFERENCE, SFT, UNPAIRED)
 
 REQUIRED: dict[str, tuple[str, ...]] = {
     "hh-rlhf": ("chosen", "rejected"),
@@ -38,6 +48,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "implicit-prompt": ("chosen", "rejected"),
     "sft-messages": ("messages",),
     "prompt-completion": ("prompt", "completion"),
+    "unpaired": ("prompt", "completion"),  # and `label`, unless annotator ratings decide it
+    "unpaired-messages": ("messages",),
 }
 FORMAT_HELP = {
     "hh-rlhf": 'chosen, rejected (text transcripts with "\\n\\nHuman:" / "\\n\\nAssistant:" turns)',
@@ -46,13 +58,19 @@ FORMAT_HELP = {
     "implicit-prompt": "chosen, rejected (whole conversations as message lists, sharing the prompt turns)",
     "sft-messages": "messages (a conversation ending with an assistant turn; SFT)",
     "prompt-completion": "prompt, completion (strings or message lists; SFT)",
+    "unpaired": "prompt, completion, label (true = desirable, false = undesirable; unpaired feedback for kto)",
+    "unpaired-messages": "messages, label (the last assistant turn is the rated response; kto)",
 }
 # Canonical fields read from same-named columns unless ``columns:`` maps them elsewhere.
-DEFAULT_FIELDS = ("id", "prompt", "chosen", "rejected", "messages", "completion", "margin", "system")
+DEFAULT_FIELDS = ("id", "prompt", "chosen", "rejected", "messages", "completion", "margin", "system", "label")
 ANNOTATOR_COLUMN = re.compile(r"^(rater|annotator)_", re.IGNORECASE)
 _HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):")
 _HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 _MAPPING_EXAMPLE = "columns: {prompt: question, chosen: good, rejected: bad}"
+_UNPAIRED_MAPPING_EXAMPLE = "columns: {prompt: question, completion: answer, label: thumbs_up}"
+# What a row's `label` may say, case-insensitively (JSON booleans and the numbers 1 / 0 too).
+FEEDBACK_TRUE = ("true", "yes", "1", "up", "thumbs_up", "good", "desirable", "positive")
+FEEDBACK_FALSE = ("false", "no", "0", "down", "thumbs_down", "bad", "undesirable", "negative")
 
 
 def _formats_table() -> str:
@@ -63,9 +81,40 @@ def _found(keys: Sequence[Any]) -> str:
     return ", ".join(map(str, keys)) or "(none)"
 
 
-def detect_format(fields_present: dict[str, Any], kind: str, source: str, found_columns: Sequence[str]) -> str:
-    """Pick a format from the canonical fields a row has (after ``columns:`` mapping) and their types."""
+def _unpaired_format(has: set[str], unpair: bool, source: str, found_columns: Sequence[str]) -> str | None:
+    """An unpaired stage's format from the fields a row has; None when the row holds pairs and ``unpair`` is on."""
+    if {"chosen", "rejected"} <= has:
+        if unpair:
+            return None
+        raise DataError(
+            f"source '{source}' holds preference pairs (chosen, rejected), but this stage reads unpaired feedback "
+            "(prompt, completion, label). Set data.unpair: true to read each pair as two rows (chosen -> label true, "
+            "rejected -> label false), or give a source of unpaired rows."
+        )
+    if {"prompt", "completion"} <= has:
+        return "unpaired"
+    if "messages" in has:
+        return "unpaired-messages"
+    raise DataError(
+        f"cannot detect the format of source '{source}': no unpaired format's columns are all present.\n  found "
+        f"columns: {_found(found_columns)}\nUnpaired formats and the columns they need:\n"
+        + "\n".join(f"  {name:<18} {FORMAT_HELP[name]}" for name in UNPAIRED_FORMATS)
+        + f"\nMap your columns in the recipe, e.g. {_UNPAIRED_MAPPING_EXAMPLE}, or set `format:` on the source."
+    )
+
+
+def detect_format(
+    fields_present: dict[str, Any], kind: str, source: str, found_columns: Sequence[str], unpair: bool = False
+) -> str:
+    """Pick a format from the canonical fields a row has (after ``columns:`` mapping) and their types.
+
+    ``unpair``: an unpaired stage reads preference pairs too (each as two rows); otherwise pairs are an error there.
+    """
     has = set(fields_present)
+    if kind == UNPAIRED:
+        fmt = _unpaired_format(has, unpair, source, found_columns)
+        if fmt is not None:
+            return fmt
     if {"chosen", "rejected"} <= has:
         chosen = fields_present["chosen"]
         if "prompt" in has:
@@ -74,13 +123,24 @@ def detect_format(fields_present: dict[str, Any], kind: str, source: str, found_
     if kind == SFT and "messages" in has:
         return "sft-messages"
     if kind == SFT and {"prompt", "completion"} <= has:
+        if "label" in has:
+            # Unpaired feedback read as SFT would teach the thumbs-down answers as well as the good ones.
+            raise DataError(
+                f"source '{source}' has prompt, completion and label columns: it looks like unpaired feedback (thumbs "
+                "up / down), and SFT would learn the undesirable completions too. Train on it with the kto stage, or, "
+                "if the label column means something else, set `format: prompt-completion` on the source."
+            )
         return "prompt-completion"
     looks_sft = "messages" in has or {"prompt", "completion"} <= has
-    reason = (
-        "it looks like SFT data, but a preference stage needs chosen and rejected responses"
-        if kind == PREFERENCE and looks_sft
-        else "no format's required columns are all present"
-    )
+    if kind == PREFERENCE and looks_sft and "label" in has:
+        reason = (
+            "it looks like unpaired feedback (prompt, completion, label) for the kto stage, but a preference stage "
+            "needs chosen and rejected responses"
+        )
+    elif kind == PREFERENCE and looks_sft:
+        reason = "it looks like SFT data, but a preference stage needs chosen and rejected responses"
+    else:
+        reason = "no format's required columns are all present"
     raise DataError(
         f"cannot detect the format of source '{source}': {reason}.\n  found columns: {_found(found_columns)}\n"
         f"Formats and the columns they need:\n{_formats_table()}\n"
@@ -173,6 +233,37 @@ def _margin(value: Any, where: str) -> float | None:
     raise DataError(f"{where}: field 'margin' must be a number, found {type(value).__name__}: {value!r:.60}")
 
 
+def feedback_label(value: Any, where: str, column: str) -> bool | None:
+    """A row's thumbs up / down as True / False; None when empty (the annotators' ratings may decide it)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if not text:
+            return None
+        if text in FEEDBACK_TRUE:
+            return True
+        if text in FEEDBACK_FALSE:
+            return False
+    raise DataError(
+        f"{where}: column '{column}' holds the feedback label, which must be true (desirable) or false (undesirable); "
+        f"found {type(value).__name__}: {value!r:.60}. Accepted: true/false, 1/0, {'/'.join(FEEDBACK_TRUE[3:])} and "
+        f"{'/'.join(FEEDBACK_FALSE[3:])}. If the column holds a score, list it as an annotator rating instead "
+        "(columns: {annotators: [<column>]}) and set agreement.rating_threshold."
+    )
+
+
+def rating_value(value: Any, labels: dict[str, float], where: str, column: str) -> float | None:
+    """One annotator's rating of one response: JSON booleans as thumbs (+1 / -1), else as ``label_value``."""
+    if isinstance(value, bool):
+        return 1.0 if value else -1.0
+    return label_value(value, labels, where, column)
+
+
 def _prompt_messages(value: Any, where: str, field_name: str) -> list[Message]:
     if value is None:
         value = ""
@@ -237,12 +328,19 @@ class Converter:
     labels: dict[str, float] = field(default_factory=dict)
     annotator_scores: dict[str, list[str]] = field(default_factory=dict)
 
+    @property
+    def unpaired_rows(self) -> bool:
+        """Rows of unpaired feedback (as opposed to pairs an unpaired stage will split in two)."""
+        return self.kind == UNPAIRED and self.fmt in UNPAIRED_FORMATS
+
     def where(self, row: dict, index: int, location: str) -> str:
         rid = row.get(self.columns["id"]) if isinstance(row, dict) and self.columns["id"] else None
         id_part = f", id {rid!r}" if rid not in (None, "") else ""
         return f"source '{self.source}' row {index} ({location}{id_part})"
 
-    def convert(self, row: Any, index: int, location: str) -> PreferenceRecord | SFTRecord | SkippedRow:
+    def convert(
+        self, row: Any, index: int, location: str
+    ) -> PreferenceRecord | SFTRecord | UnpairedRecord | SkippedRow:
         """One raw row -> a record, or a ``SkippedRow``; raises DataError on schema faults."""
         if not isinstance(row, dict):
             raise DataError(
@@ -255,13 +353,17 @@ class Converter:
         if self.kind == SFT and self.fmt in PREFERENCE_FORMATS:
             required = tuple(f for f in required if f != "rejected")
         missing = [f for f in required if f not in values]
+        if self.unpaired_rows and "label" not in values and not self.annotators and "annotations" not in row:
+            required = (*required, "label")  # no annotator ratings to decide it: the row must say
+            missing = ["label"]
         if missing:
             mapped = {f: self.columns[f] for f in required}
+            example = _UNPAIRED_MAPPING_EXAMPLE if self.unpaired_rows else _MAPPING_EXAMPLE
             raise DataError(
                 f"{where}: missing field '{mapped[missing[0]]}' for format '{self.fmt}'.\n"
                 f"  expected keys: {_found(list(mapped.values()))}\n  found keys: {_found(list(row))}\n"
                 f"Fix: map your columns in the recipe, e.g. columns: {{{missing[0]}: <your column>}} "
-                f"(like {_MAPPING_EXAMPLE}), or set `format:` if the detected format is wrong."
+                f"(like {example}), or set `format:` if the detected format is wrong."
             )
         rid = row_id(row, index, self.source, self.columns["id"])
         system = values.get("system")
@@ -273,6 +375,19 @@ class Converter:
             if isinstance(result, SkippedRow):
                 return result
             return SFTRecord(id=rid, messages=_with_system(result, system), source=self.source, meta=dict(meta))
+        if self.unpaired_rows:
+            prompt, completion = self._unpaired(values, where)
+            return UnpairedRecord(
+                id=rid,
+                prompt=_with_system(prompt, system),
+                completion=completion,
+                label=feedback_label(values["label"], where, str(self.columns["label"]))
+                if "label" in values
+                else None,
+                source=self.source,
+                annotations=self._annotations(row, where, rating_value),
+                meta=dict(meta),
+            )
         result = self._preference(values, where)
         if isinstance(result, SkippedRow):
             return result
@@ -319,6 +434,16 @@ class Converter:
         check_prompt_roles(parts[0], where)
         return parts
 
+    def _unpaired(self, v: dict[str, Any], where: str) -> tuple[list[Message], list[Message]]:
+        """(prompt, the one rated reply) of an unpaired row."""
+        if self.fmt == "unpaired-messages":
+            messages = _message_list(v["messages"], where, "messages", self.fmt)
+            check_conversation_roles(messages, where, "messages")
+            return messages[:-1], messages[-1:]
+        prompt = _prompt_messages(v["prompt"], where, "prompt")
+        check_prompt_roles(prompt, where)
+        return prompt, _reply_messages(v["completion"], where, "completion")
+
     def _sft(self, v: dict[str, Any], where: str) -> list[Message] | SkippedRow:
         if self.fmt == "sft-messages":
             messages = _message_list(v["messages"], where, "messages", self.fmt)
@@ -347,7 +472,7 @@ class Converter:
         check_conversation_roles(messages, where, field_name)
         return messages
 
-    def _annotations(self, row: dict, where: str) -> dict[str, float | None] | None:
+    def _annotations(self, row: dict, where: str, value_of=label_value) -> dict[str, float | None] | None:
         if self.annotator_scores:
             out: dict[str, float | None] = {}
             for name, (col_a, col_b) in self.annotator_scores.items():
@@ -358,19 +483,22 @@ class Converter:
                 out[name] = None if a is None or b is None else float(scores_to_preference(a, b))
             return out
         if self.annotators:
-            return {c: label_value(row.get(c), self.labels, where, c) for c in self.annotators}
+            return {c: value_of(row.get(c), self.labels, where, c) for c in self.annotators}
         given = row.get("annotations")
         if given is None:
             return None
         if not isinstance(given, dict):
             raise DataError(f"{where}: field 'annotations' must map annotator -> label, found {type(given).__name__}")
-        return {str(k): label_value(v, self.labels, where, f"annotations.{k}") for k, v in given.items()}
+        return {str(k): value_of(v, self.labels, where, f"annotations.{k}") for k, v in given.items()}
 
 
-def make_converter(spec: SourceSpec, source: str, first_row: Any, kind: str) -> Converter:
-    """Resolve the column mapping and the format of a source from its first row."""
-    if kind not in (PREFERENCE, SFT):
-        raise ValueError(f"kind must be '{PREFERENCE}' or '{SFT}', found {kind!r}")
+def make_converter(spec: SourceSpec, source: str, first_row: Any, kind: str, unpair: bool = False) -> Converter:
+    """Resolve the column mapping and the format of a source from its first row.
+
+    ``unpair``: an unpaired stage may read preference pairs (converted to PreferenceRecords, which the loader splits
+    into two unpaired rows); without it, pairs given to an unpaired stage are an error."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, found {kind!r}")
     if not isinstance(first_row, dict):
         raise DataError(
             f"source '{source}' row 0: a row must be a JSON object / mapping, found {type(first_row).__name__}"
@@ -400,13 +528,19 @@ def make_converter(spec: SourceSpec, source: str, first_row: Any, kind: str) -> 
     fmt = spec.format
     if fmt == "auto":
         present = {f: first_row[c] for f, c in columns.items() if c in first_row}
-        fmt = detect_format(present, kind, source, list(first_row))
-    elif kind == PREFERENCE and fmt in SFT_FORMATS:
-        raise DataError(
-            f"source '{source}': format '{fmt}' holds SFT data; a preference stage needs one of "
-            f"{', '.join(PREFERENCE_FORMATS)}"
-        )
+        fmt = detect_format(present, kind, source, list(first_row), unpair=unpair)
+    else:
+        _check_format_fits(fmt, kind, source, unpair)
     scores = dict(spec.columns.get("annotator_scores", {}))
+    if kind == UNPAIRED and fmt in UNPAIRED_FORMATS:
+        if scores:
+            raise DataError(
+                f"source '{source}': columns.annotator_scores holds each annotator's scores of a pair's two "
+                "responses; unpaired rows have one response, so list each annotator's rating column under "
+                "columns.annotators"
+            )
+        labels = spec.label_map if spec.labels is not None else dict(FEEDBACK_LABELS)
+        return Converter(source, fmt, kind, columns, annotators, labels)
     absent = [c for cols in scores.values() for c in cols if c not in first_row]
     if absent:
         raise DataError(
@@ -416,6 +550,30 @@ def make_converter(spec: SourceSpec, source: str, first_row: Any, kind: str) -> 
     return Converter(source, fmt, kind, columns, [] if scores else annotators, spec.label_map, scores)
 
 
+def _check_format_fits(fmt: str, kind: str, source: str, unpair: bool) -> None:
+    """An explicit ``format:`` must hold what the stage reads."""
+    if kind == PREFERENCE and fmt in SFT_FORMATS:
+        raise DataError(
+            f"source '{source}': format '{fmt}' holds SFT data; a preference stage needs one of "
+            f"{', '.join(PREFERENCE_FORMATS)}"
+        )
+    if kind != UNPAIRED and fmt in UNPAIRED_FORMATS:
+        raise DataError(
+            f"source '{source}': format '{fmt}' holds unpaired feedback (one response with a thumbs up or down); "
+            "only the kto stage reads it"
+        )
+    if kind == UNPAIRED and fmt in SFT_FORMATS:
+        raise DataError(
+            f"source '{source}': format '{fmt}' holds SFT data; the kto stage needs unpaired feedback "
+            f"({', '.join(UNPAIRED_FORMATS)}) or preference pairs with data.unpair: true"
+        )
+    if kind == UNPAIRED and fmt in PREFERENCE_FORMATS and not unpair:
+        raise DataError(
+            f"source '{source}': format '{fmt}' holds preference pairs; set data.unpair: true to read each pair as "
+            "two unpaired rows (chosen -> label true, rejected -> label false)"
+        )
+
+
 def convert_rows(
     rows: Sequence[Any],
     locations: Sequence[str],
@@ -423,32 +581,48 @@ def convert_rows(
     spec: SourceSpec,
     source: str,
     kind: str,
-) -> tuple[list[PreferenceRecord | SFTRecord | SkippedRow], list[str], str]:
+    unpair: bool = False,
+) -> tuple[list[PreferenceRecord | SFTRecord | UnpairedRecord | SkippedRow], list[str], str]:
     """Convert the rows at ``indices``: returns (records or skips, their ids, the format used).
 
     Records a plugin returns are schema-checked and passed through (tagged with ``source`` if untagged);
-    dicts go through format detection (from the first dict row) and conversion.
+    dicts go through format detection (from the first dict row) and conversion. ``unpair``: see
+    :func:`make_converter`.
     """
     converter: Converter | None = None
-    items: list[PreferenceRecord | SFTRecord | SkippedRow] = []
+    items: list[PreferenceRecord | SFTRecord | UnpairedRecord | SkippedRow] = []
     ids: list[str] = []
     for index in indices:
         row, location = rows[index], locations[index]
-        if isinstance(row, (PreferenceRecord, SFTRecord)):
-            items.append(_pass_through(row, kind, source, f"source '{source}' {location} (id {row.id!r})"))
+        if isinstance(row, (PreferenceRecord, SFTRecord, UnpairedRecord)):
+            where = f"source '{source}' {location} (id {row.id!r})"
+            items.append(_pass_through(row, kind, source, where, unpair))
             ids.append(row.id)
             continue
         if converter is None:
-            converter = make_converter(spec, source, row, kind)
+            converter = make_converter(spec, source, row, kind, unpair)
         items.append(converter.convert(row, index, location))
         ids.append(row_id(row, index, source, converter.columns["id"]) if isinstance(row, dict) else str(index))
     return items, ids, converter.fmt if converter else "records"
 
 
 def _pass_through(
-    record: PreferenceRecord | SFTRecord, kind: str, source: str, where: str
-) -> PreferenceRecord | SFTRecord:
+    record: PreferenceRecord | SFTRecord | UnpairedRecord, kind: str, source: str, where: str, unpair: bool = False
+) -> PreferenceRecord | SFTRecord | UnpairedRecord:
     record.source = record.source or source
+    if kind == UNPAIRED:
+        if isinstance(record, PreferenceRecord) and unpair:
+            return check_preference_record(record, where)
+        if not isinstance(record, UnpairedRecord):
+            pairs = (
+                " (or PreferenceRecord instances with data.unpair: true)"
+                if isinstance(record, PreferenceRecord)
+                else ""
+            )
+            raise DataError(f"{where}: the kto stage reads unpaired feedback; return UnpairedRecord instances{pairs}")
+        return check_unpaired_record(record, where)
+    if isinstance(record, UnpairedRecord):
+        raise DataError(f"{where}: an UnpairedRecord holds unpaired feedback, which only the kto stage reads")
     if kind == PREFERENCE:
         if isinstance(record, SFTRecord):
             raise DataError(f"{where}: a preference stage got an SFTRecord; return PreferenceRecord instances")
@@ -487,7 +661,7 @@ def annotations_from_table(
 
 
 def attach_annotations(
-    records: Sequence[PreferenceRecord | SFTRecord | SkippedRow],
+    records: Sequence[PreferenceRecord | SFTRecord | UnpairedRecord | SkippedRow],
     labels_by_item: dict[str, dict[str, float | None]],
     known_ids: set[str],
     where: str,
@@ -501,7 +675,7 @@ def attach_annotations(
             "ids <source>-<row index>)"
         )
     for record in records:
-        if not isinstance(record, PreferenceRecord) or record.id not in labels_by_item:
+        if not isinstance(record, (PreferenceRecord, UnpairedRecord)) or record.id not in labels_by_item:
             continue
         merged = dict(record.annotations or {})
         for annotator, value in labels_by_item[record.id].items():

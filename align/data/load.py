@@ -16,10 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from align.data.formats import PREFERENCE, SFT, annotations_from_table, attach_annotations, convert_rows, row_id
-from align.data.records import PreferenceRecord, SFTRecord
+from align.data.formats import (
+    PREFERENCE,
+    SFT,
+    UNPAIRED,
+    annotations_from_table,
+    attach_annotations,
+    convert_rows,
+    row_id,
+)
+from align.data.records import PreferenceRecord, SFTRecord, UnpairedRecord
 from align.data.sources import read_source, read_table_file, source_name, subsample_indices
-from align.data.spec import DataConfig, DataError, SourceSpec
+from align.data.spec import PREFERENCE_FORMATS, DataConfig, DataError, SourceSpec
 from align.data.split import count_leakage, split_by_prompt
 from align.data.validate import (
     DropReport,
@@ -55,6 +63,18 @@ class SFTData:
     sources: list[dict[str, Any]]
 
 
+@dataclass
+class UnpairedData:
+    """Unpaired feedback records split into train and eval (a pair's two rows always on one side), with the drop
+    report (a pair read with ``data.unpair`` counts as two rows) and per-source provenance."""
+
+    train: list[UnpairedRecord]
+    eval: list[UnpairedRecord]
+    report: DropReport
+    leakage: dict[str, Any]
+    sources: list[dict[str, Any]]
+
+
 def load_preferences(cfg: DataConfig) -> PreferenceData:
     """Read, convert, check, dedupe and split preference data as ``cfg`` says."""
     return PreferenceData(*_load(cfg, PREFERENCE))
@@ -63,6 +83,43 @@ def load_preferences(cfg: DataConfig) -> PreferenceData:
 def load_sft(cfg: DataConfig) -> SFTData:
     """Read, convert, check, dedupe and split SFT data (preference sources give prompt + chosen)."""
     return SFTData(*_load(cfg, SFT))
+
+
+def load_unpaired(cfg: DataConfig) -> UnpairedData:
+    """Read, convert, check, dedupe and split unpaired feedback; with ``cfg.unpair``, preference pairs too, each as
+    two rows (chosen -> label true, rejected -> label false) split as one prompt."""
+    return UnpairedData(*_load(cfg, UNPAIRED))
+
+
+def unpair_record(pair: PreferenceRecord) -> tuple[UnpairedRecord, UnpairedRecord]:
+    """A preference pair as two unpaired rows: its chosen response desirable, its rejected one undesirable.
+
+    Both rows keep the pair's annotations (positive = the chosen side preferred) and name the pair in ``meta``, so
+    the agreement gate can vote on the pair once and relabel (or drop) both rows together."""
+    rows = []
+    for side, completion, label in (("chosen", pair.chosen, True), ("rejected", pair.rejected, False)):
+        rows.append(
+            UnpairedRecord(
+                id=f"{pair.id}:{side}",
+                prompt=list(pair.prompt),
+                completion=list(completion),
+                label=label,
+                source=pair.source,
+                annotations=None if pair.annotations is None else dict(pair.annotations),
+                meta={**pair.meta, "pair_id": pair.id, "pair_side": side},
+            )
+        )
+    return rows[0], rows[1]
+
+
+def _per_response(pairs: DropReport) -> DropReport:
+    """A pair-level drop report counted in unpaired rows: every pair read, kept or dropped is two rows."""
+    return DropReport(
+        total=2 * pairs.total,
+        kept=2 * pairs.kept,
+        dropped={reason: 2 * n for reason, n in pairs.dropped.items()},
+        examples={reason: list(ids) for reason, ids in pairs.examples.items()},
+    )
 
 
 def unique_source_names(specs: Iterable[SourceSpec]) -> list[str]:
@@ -76,8 +133,8 @@ def unique_source_names(specs: Iterable[SourceSpec]) -> list[str]:
     return names
 
 
-def _with_system(record: PreferenceRecord | SFTRecord, system_prompt: str) -> None:
-    messages = record.prompt if isinstance(record, PreferenceRecord) else record.messages
+def _with_system(record: PreferenceRecord | SFTRecord | UnpairedRecord, system_prompt: str) -> None:
+    messages = record.prompt if isinstance(record, (PreferenceRecord, UnpairedRecord)) else record.messages
     if not messages or messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system_prompt})
 
@@ -90,15 +147,15 @@ def load_source(
     if not raw.rows:
         raise DataError(f"source '{name}' ({spec.path or spec.plugin}) has no rows")
     indices = subsample_indices(len(raw.rows), spec.weight, cfg.split_seed, name)
-    items, ids, fmt = convert_rows(raw.rows, raw.locations, indices, spec, name, kind)
-    if spec.annotations is not None and kind == PREFERENCE:
+    items, ids, fmt = convert_rows(raw.rows, raw.locations, indices, spec, name, kind, unpair=cfg.unpair)
+    if spec.annotations is not None and kind in (PREFERENCE, UNPAIRED):
         table_path = Path(spec.annotations["path"]).expanduser()
         where = f"annotation table {table_path}"
         rows, locations = read_table_file(table_path, (spec.annotations["item"], spec.annotations["annotator"]))
         labels = annotations_from_table(rows, locations, spec.annotations, spec.label_map, where)
         id_column = spec.columns.get("id", "id")
         known = {
-            r.id if isinstance(r, (PreferenceRecord, SFTRecord)) else row_id(r, i, name, id_column)
+            r.id if isinstance(r, (PreferenceRecord, SFTRecord, UnpairedRecord)) else row_id(r, i, name, id_column)
             for i, r in enumerate(raw.rows)
         }
         attach_annotations(items, labels, known, where)
@@ -109,7 +166,20 @@ def load_source(
     report = DropReport()
     kept = filter_records(items, ids, report, dedupe=cfg.dedupe, seen=seen)
     assert report.total == len(indices), (report.total, len(indices))
-    summary = {
+    from_pairs = kind == UNPAIRED and (
+        fmt in PREFERENCE_FORMATS or any(isinstance(r, PreferenceRecord) for r in items)
+    )
+    if from_pairs:
+        if any(isinstance(r, UnpairedRecord) for r in items):
+            raise DataError(
+                f"source '{name}' returned both PreferenceRecord and UnpairedRecord instances; return one kind per "
+                "source (give the pairs and the unpaired rows as two sources)"
+            )
+        # data.unpair: pairs were checked (and dropped) as pairs; each kept pair becomes two rows, and the report is
+        # counted in rows from here on, so later drops (agreement, tokenization) subtract single rows.
+        kept = [row for pair in kept for row in unpair_record(pair)]
+        report = _per_response(report)
+    summary: dict[str, Any] = {
         "name": name,
         "path": spec.path,
         "plugin": spec.plugin,
@@ -124,6 +194,8 @@ def load_source(
         "files": raw.files,
         "report": report.to_dict(),
     }
+    if kind == UNPAIRED:
+        summary["unpaired_from_pairs"] = from_pairs  # then every row read is counted as two
     logger.info(
         "source '%s': format %s, %d rows read, %d taken, %d kept, dropped %s",
         name, fmt, len(raw.rows), len(indices), report.kept, report.dropped or "none",
@@ -132,7 +204,7 @@ def load_source(
     return kept, summary, report
 
 
-def _check_unique_ids(records: Iterable[PreferenceRecord | SFTRecord]) -> None:
+def _check_unique_ids(records: Iterable[PreferenceRecord | SFTRecord | UnpairedRecord]) -> None:
     where: dict[str, str] = {}
     for record in records:
         if record.id in where:
@@ -147,6 +219,11 @@ def _check_unique_ids(records: Iterable[PreferenceRecord | SFTRecord]) -> None:
 def _load(cfg: DataConfig, kind: str) -> tuple[list, list, DropReport, dict[str, Any], list[dict[str, Any]]]:
     if not cfg.sources:
         raise DataError("data.sources is empty: add at least one source, e.g. sources: [{path: builtin:bundled}]")
+    if cfg.unpair and kind != UNPAIRED:
+        raise DataError(
+            f"data.unpair reads preference pairs as unpaired rows for the kto stage, but this stage reads {kind} data; "
+            "remove it (in a pipeline recipe, set it in the kto section: kto: {data: {unpair: true}})"
+        )
     names = unique_source_names([*cfg.sources, *cfg.eval_sources])
     report = DropReport()
     summaries: list[dict[str, Any]] = []

@@ -13,10 +13,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from align.agreement import apply_agreement
+from align.agreement import annotations_by_annotator, apply_agreement, apply_rating_agreement
 from align.data.card import card_hash_for
-from align.data.load import load_preferences, load_sft
-from align.data.records import PreferenceRecord, SFTRecord
+from align.data.load import load_preferences, load_sft, load_unpaired
+from align.data.records import PreferenceRecord, SFTRecord, UnpairedRecord
+from align.data.spec import DataError
 from align.data.validate import check_drop_fraction
 from align.templates import Skip
 
@@ -77,6 +78,9 @@ def _agreement_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
         "per_annotator",
         "band",
         "dropped_annotators",
+        "alpha_level",
+        "rating_threshold",
+        "rating_label",
     )
     return {k: report.get(k) for k in keys if k in report}
 
@@ -126,6 +130,86 @@ def prepare_preferences(data_cfg: Any, agreement_cfg: Any = None) -> Prepared:
     report = loaded.report
     train, agreement = apply_agreement_to_records(loaded.train, agreement_cfg, report)
     evals, _ = apply_agreement_to_records(loaded.eval, agreement_cfg, report)
+    check_drop_fraction(report, data_cfg.max_drop_fraction)
+    return Prepared(train, evals, report, agreement, loaded.sources, loaded.leakage)
+
+
+def _rated(r: UnpairedRecord) -> bool:
+    return bool(r.annotations) and any(v is not None for v in r.annotations.values())
+
+
+def apply_agreement_to_unpaired(
+    records: list[UnpairedRecord], cfg: Any, report: Any
+) -> tuple[list[UnpairedRecord], dict | None]:
+    """Label unpaired rows by their annotators and drop what the agreement config drops (counted per row).
+
+    Rows made from a pair (``data.unpair``) are gated and voted as the pair: the same gate as DPO's on the pair's
+    labels; when the humans prefer the pair's rejected side both rows' labels swap, and a dropped pair drops both
+    rows. Rows rated on their own are gated on their ratings (:func:`align.agreement.apply_rating_agreement`) and
+    take the label of the aggregate, replacing a label the row gave (``meta["relabelled"]`` when they differ).
+    Without an agreement section the rows keep the labels they gave; a rated row without one is an error."""
+    if cfg is None:
+        unlabelled = [r.id for r in records if r.label is None]
+        if unlabelled:
+            raise DataError(
+                f"{len(unlabelled)} unpaired row(s) carry annotator ratings but no label (e.g. {unlabelled[0]!r}); "
+                "add an agreement section so their label comes from the ratings, e.g. agreement: "
+                "{rating_threshold: 3, level: interval} for 1..5 scores (thumbs coded +1/-1 need no threshold)"
+            )
+        return records, None
+    pair_items = [r for r in records if r.meta.get("pair_side") == "chosen" and _rated(r)]
+    rated = [r for r in records if "pair_side" not in r.meta and _rated(r)]
+    if pair_items and rated:
+        raise DataError(
+            "the data mixes annotated preference pairs (data.unpair) with rows rated on their own; the agreement gate "
+            "measures one kind of label per run, so train on them in separate runs or drop one kind's annotator "
+            "columns"
+        )
+    if not pair_items and not rated:
+        return records, None
+    if pair_items:
+        outcome = apply_agreement(annotations_by_annotator([r.annotations for r in pair_items]), cfg)
+        verdicts = {r.meta["pair_id"]: v for r, v in zip(pair_items, outcome.votes, strict=True)}
+    else:
+        outcome = apply_rating_agreement(annotations_by_annotator([r.annotations for r in rated]), cfg)
+        verdicts = {r.id: v for r, v in zip(rated, outcome.votes, strict=True)}
+    kept: list[UnpairedRecord] = []
+    for r in records:
+        from_pair = "pair_side" in r.meta
+        vote = None
+        if from_pair and pair_items:
+            vote = verdicts.get(r.meta["pair_id"])
+        elif not from_pair and rated:
+            vote = verdicts.get(r.id)
+        if vote is None:
+            kept.append(r)
+            continue
+        if vote.drop_reason:
+            report.add_drop(vote.drop_reason, r.id)
+            continue
+        if from_pair:
+            # The pair's vote: +1 keeps chosen desirable, -1 means the humans prefer the side read as rejected.
+            label = (r.meta["pair_side"] == "chosen") == (vote.orientation > 0)
+            meta = {**r.meta, "flipped": True} if vote.orientation < 0 else r.meta
+        else:
+            label = vote.orientation > 0
+            meta = {**r.meta, "relabelled": True} if r.label is not None and r.label != label else r.meta
+        kept.append(UnpairedRecord(r.id, r.prompt, r.completion, label, r.source, r.annotations, meta))
+    summary = dict(outcome.report)
+    summary["dropped_annotators"] = list(outcome.dropped_annotators)
+    summary["items"] = "pairs" if pair_items else "responses"
+    # Each gated item's labels, for the data card's per-annotator coverage (manifests keep only the figures).
+    summary["item_annotations"] = [r.annotations for r in (pair_items or rated)]
+    return kept, summary
+
+
+def prepare_unpaired(data_cfg: Any, agreement_cfg: Any = None) -> Prepared:
+    """Unpaired feedback for KTO: load (pairs unpaired when ``data.unpair``), split by prompt, label and gate by the
+    annotators, and check the drop limit."""
+    loaded = load_unpaired(data_cfg)
+    report = loaded.report
+    train, agreement = apply_agreement_to_unpaired(loaded.train, agreement_cfg, report)
+    evals, _ = apply_agreement_to_unpaired(loaded.eval, agreement_cfg, report)
     check_drop_fraction(report, data_cfg.max_drop_fraction)
     return Prepared(train, evals, report, agreement, loaded.sources, loaded.leakage)
 

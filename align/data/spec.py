@@ -12,9 +12,20 @@ from typing import Any
 
 from align.errors import DataError  # noqa: F401  (re-exported: importable here as before)
 
-FORMATS = ("auto", "hh-rlhf", "pcr", "conversational", "implicit-prompt", "sft-messages", "prompt-completion")
+FORMATS = (
+    "auto",
+    "hh-rlhf",
+    "pcr",
+    "conversational",
+    "implicit-prompt",
+    "sft-messages",
+    "prompt-completion",
+    "unpaired",
+    "unpaired-messages",
+)
 PREFERENCE_FORMATS = ("hh-rlhf", "pcr", "conversational", "implicit-prompt")
 SFT_FORMATS = ("sft-messages", "prompt-completion")
+UNPAIRED_FORMATS = ("unpaired", "unpaired-messages")
 
 # Canonical fields a ``columns:`` mapping may point at a user column.
 COLUMN_FIELDS = (
@@ -26,6 +37,7 @@ COLUMN_FIELDS = (
     "completion",
     "margin",
     "system",
+    "label",
     "annotators",
     "annotator_scores",
 )
@@ -41,6 +53,23 @@ DEFAULT_LABELS: dict[str, float] = {
     "1": 1.0,
     "2": -1.0,
     "0": 0.0,
+}
+
+# Annotator ratings of one response (unpaired feedback) when the source sets no `labels:`: thumbs as +1 / -1, so with
+# the default agreement.rating_threshold of 0 a rating's sign says which side of the threshold it is on.
+FEEDBACK_LABELS: dict[str, float] = {
+    "up": 1.0,
+    "down": -1.0,
+    "thumbs_up": 1.0,
+    "thumbs_down": -1.0,
+    "good": 1.0,
+    "bad": -1.0,
+    "desirable": 1.0,
+    "undesirable": -1.0,
+    "yes": 1.0,
+    "no": -1.0,
+    "true": 1.0,
+    "false": -1.0,
 }
 
 ANNOTATION_TABLE_KEYS = ("path", "item", "annotator", "label")
@@ -93,7 +122,8 @@ class SourceSpec:
         default=None,
         metadata={
             "help": "Annotator label -> number (positive = chosen preferred, negative = rejected, 0 = tie). "
-            "Default: chosen/A/a/1 -> 1, rejected/B/b/2 -> -1, tie/0 -> 0; numbers pass through."
+            "Default: chosen/A/a/1 -> 1, rejected/B/b/2 -> -1, tie/0 -> 0; numbers pass through. Unpaired "
+            "feedback: each annotator's rating of the one response (default: up/good/yes -> 1, down/bad/no -> -1)."
         },
     )
     annotations: dict[str, str] | None = field(
@@ -274,6 +304,14 @@ class DataConfig:
         metadata={"help": "Largest share of a source's rows that may be dropped (empty, identical, ...), [0, 1]."},
     )
     dedupe: bool = field(default=True, metadata={"help": "Drop rows whose prompt + responses were seen before."})
+    unpair: bool = field(
+        default=False,
+        metadata={
+            "help": "Unpaired stages (kto): read each preference pair as two unpaired rows, the chosen response with "
+            "label true and the rejected one with label false (a pair counts as two rows). Off: a preference source "
+            "given to an unpaired stage is an error."
+        },
+    )
     system_prompt: str | None = field(
         default=None, metadata={"help": "System message prepended to every record that has none."}
     )
@@ -291,6 +329,8 @@ class DataConfig:
             raise DataError(f"data.max_drop_fraction must be in [0, 1], found {self.max_drop_fraction!r}")
         if not isinstance(self.dedupe, bool):
             raise DataError(f"data.dedupe must be true or false, found {self.dedupe!r}")
+        if not isinstance(self.unpair, bool):
+            raise DataError(f"data.unpair must be true or false, found {self.unpair!r}")
         if self.system_prompt is not None and not isinstance(self.system_prompt, str):
             raise DataError(f"data.system_prompt must be a string or null, found {self.system_prompt!r}")
 

@@ -10,9 +10,9 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from align.data.records import Message, PreferenceRecord, SFTRecord
+from align.data.records import Message, PreferenceRecord, SFTRecord, UnpairedRecord
 
-Record = PreferenceRecord | SFTRecord
+Record = PreferenceRecord | SFTRecord | UnpairedRecord
 
 
 def normalise_text(text: str) -> str:
@@ -31,8 +31,9 @@ def prompt_key(prompt_messages: Sequence[Message]) -> str:
 
 
 def record_prompt(record: Record) -> list[Message]:
-    """The prompt of a record: a preference record's prompt, or an SFT conversation before its last reply."""
-    if isinstance(record, PreferenceRecord):
+    """The prompt of a record: a preference or unpaired record's prompt, or an SFT conversation before its last
+    reply. The rows an unpaired pair makes share their pair's prompt, so both land on the same side."""
+    if isinstance(record, (PreferenceRecord, UnpairedRecord)):
         return record.prompt
     return record.messages[:-1]
 

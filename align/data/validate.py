@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from align.data.records import ROLES, Message, PreferenceRecord, SFTRecord
+from align.data.records import ROLES, Message, PreferenceRecord, SFTRecord, UnpairedRecord
 from align.data.spec import DataError
 from align.data.split import normalise_text, render_normalised
 
@@ -20,6 +20,7 @@ IDENTICAL_PAIR = "identical_pair"
 PROMPT_MISMATCH = "prompt_mismatch"
 DUPLICATE = "duplicate"
 EMPTY_PROMPT = "empty_prompt"
+NO_LABEL = "no_label"  # unpaired feedback with neither a label nor any annotator rating
 MAX_EXAMPLES = 5
 
 MESSAGE_HINT = "each message must be {role: system|user|assistant, content: <string>}"
@@ -175,6 +176,22 @@ def check_preference_record(record: Any, where: str) -> PreferenceRecord:
     return record
 
 
+def check_unpaired_record(record: Any, where: str) -> UnpairedRecord:
+    """Schema-check an unpaired record that did not come through format conversion (plugins)."""
+    if not isinstance(record, UnpairedRecord):
+        raise DataError(f"{where}: expected an UnpairedRecord, found {type(record).__name__}")
+    record.prompt = check_messages(record.prompt, where, "prompt")
+    record.completion = check_messages(record.completion, where, "completion")
+    check_prompt_roles(record.prompt, where)
+    check_response(record.completion, where, "completion")
+    if record.label is not None and not isinstance(record.label, bool):
+        raise DataError(
+            f"{where}: field 'label' must be true (desirable), false (undesirable) or null, found "
+            f"{type(record.label).__name__}: {record.label!r:.60}"
+        )
+    return record
+
+
 def check_sft_record(record: Any, where: str) -> SFTRecord:
     """Schema-check an SFT record that did not come through format conversion."""
     if not isinstance(record, SFTRecord):
@@ -208,6 +225,17 @@ def preference_skip_reason(record: PreferenceRecord) -> str | None:
     return None
 
 
+def unpaired_skip_reason(record: UnpairedRecord) -> str | None:
+    """Why a schema-valid unpaired record should be dropped (before dedupe), or None."""
+    if _last_user_blank(record.prompt):
+        return EMPTY_PROMPT
+    if any(_blank(m["content"]) for m in record.prompt + record.completion if m["role"] == "assistant"):
+        return EMPTY_RESPONSE
+    if record.label is None and not any(v is not None for v in (record.annotations or {}).values()):
+        return NO_LABEL
+    return None
+
+
 def sft_skip_reason(record: SFTRecord) -> str | None:
     """Why a schema-valid SFT record should be dropped (before dedupe), or None."""
     if any(_blank(m["content"]) for m in record.messages if m["role"] == "assistant"):
@@ -215,36 +243,45 @@ def sft_skip_reason(record: SFTRecord) -> str | None:
     return None
 
 
-def _dedupe_key(record: PreferenceRecord | SFTRecord) -> str:
+def _dedupe_key(record: PreferenceRecord | SFTRecord | UnpairedRecord) -> str:
     """A digest of the whitespace-normalised record (a digest, so the seen-set stays small on big datasets)."""
     if isinstance(record, PreferenceRecord):
         text = "\x1d".join(render_normalised(m) for m in (record.prompt, record.chosen, record.rejected))
+    elif isinstance(record, UnpairedRecord):
+        # The label is part of the key: the same answer rated up by one user and down by another is two pieces of
+        # feedback, not a duplicate.
+        text = "\x1d".join([render_normalised(record.prompt), render_normalised(record.completion), str(record.label)])
     else:
         text = render_normalised(record.messages)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def filter_records(
-    records: Iterable[PreferenceRecord | SFTRecord | SkippedRow],
+    records: Iterable[PreferenceRecord | SFTRecord | UnpairedRecord | SkippedRow],
     ids: Iterable[str],
     report: DropReport,
     *,
     dedupe: bool,
     seen: set[str] | None = None,
-) -> list[PreferenceRecord | SFTRecord]:
+) -> list[PreferenceRecord | SFTRecord | UnpairedRecord]:
     """Keep good records; count every row (records and ``SkippedRow`` results) in ``report``.
 
     ``ids`` gives each row's id (used for the examples of skipped rows). ``seen`` carries dedupe keys across
     calls so duplicates are found across sources.
     """
     seen = set() if seen is None else seen
-    kept: list[PreferenceRecord | SFTRecord] = []
+    kept: list[PreferenceRecord | SFTRecord | UnpairedRecord] = []
     for item, row_id in zip(records, ids, strict=True):
         report.add_rows(1)
         if isinstance(item, SkippedRow):
             report.add_drop(item.reason, row_id)
             continue
-        reason = preference_skip_reason(item) if isinstance(item, PreferenceRecord) else sft_skip_reason(item)
+        if isinstance(item, PreferenceRecord):
+            reason = preference_skip_reason(item)
+        elif isinstance(item, UnpairedRecord):
+            reason = unpaired_skip_reason(item)
+        else:
+            reason = sft_skip_reason(item)
         if reason is None and dedupe:
             key = _dedupe_key(item)
             reason = DUPLICATE if key in seen else None

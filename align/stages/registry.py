@@ -63,6 +63,8 @@ STAGES: tuple[StageSpec, ...] = (
               "policy", tags=("grpo", "rlhf"), starts_from="sft", scores_with="rm", watch_judge="judge"),
     StageSpec("rloo", "align.stages.rloo", "RLOO with LoRA: leave-one-out baseline, no critic (TRL RLOOTrainer)",
               "policy", tags=("rloo", "rlhf"), starts_from="sft", scores_with="rm", watch_judge="judge"),
+    StageSpec("kto", "align.stages.kto", "KTO on unpaired feedback, thumbs up / down (TRL KTOTrainer, LoRA)",
+              "policy", tags=("kto",), starts_from="sft"),
     StageSpec("compare", None, "compare the policies under a judge on held-out prompts", "report", command=False,
               default=True),
 )  # fmt: skip
