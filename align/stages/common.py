@@ -551,14 +551,20 @@ def drop_summary(stage: str, drops: dict[str, Any]) -> str:
 
 def scrub_secrets(args: Any) -> None:
     """Take secrets given as recipe settings (``training.hub_token=...``) out of the training arguments: TRL pickles
-    those into ``training_args.bin`` in the model and every checkpoint. The hub token moves to ``HF_TOKEN`` in this
-    process's environment, where huggingface_hub reads it (a push to the hub still works); nothing else keeps it."""
+    those into ``training_args.bin`` in the model and every checkpoint, and the Trainer hands them to wandb as the
+    run's config. The hub token moves to ``HF_TOKEN`` in this process's environment, where huggingface_hub reads it
+    (a push to the hub still works); nothing else keeps it. Secret-looking keys inside mapping settings
+    (``training.model_init_kwargs={token: ...}``) are redacted: align builds the models itself, so TRL never reads
+    those mappings' credentials."""
     import os
 
     token = getattr(args, "hub_token", None)
     if isinstance(token, str) and token:
         os.environ["HF_TOKEN"] = token
         args.hub_token = None
+    for name, value in list(vars(args).items()):
+        if isinstance(value, dict) and redact(value) != value:
+            setattr(args, name, redact(value))
 
 
 class StageContext:

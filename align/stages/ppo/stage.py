@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from align.config import ConfigError, to_plain
+from align.config import ConfigError, redact, to_plain
 from align.data.prompts import prompt_text
 from align.stages import common
 from align.stages.ppo.checkpoint import (
@@ -110,7 +110,7 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
             for name in ("metrics.jsonl", "samples.jsonl"):
                 _trim_jsonl(trainer.out_dir / name, trainer.iteration)
     if trainer.trackers:
-        acc.init_trackers(recipe.run.wandb_project, config=to_plain(recipe))
+        acc.init_trackers(recipe.run.wandb_project, config=redact(to_plain(recipe)))  # as config.yaml: no secrets
     last: dict[str, Any] = {}
     bar = tqdm(total=cfg.num_iterations, initial=trainer.iteration, desc="ppo", disable=not trainer.is_main)
     try:
