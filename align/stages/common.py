@@ -226,6 +226,29 @@ def find_resume_checkpoint(ckpt_root: Path, log=print, is_complete=None) -> str 
     return None
 
 
+def trim_jsonl(path: Path, last: int, key: str = "step") -> None:
+    """Drop the rows of a JSONL log whose ``key`` is past ``last`` (rows without it stay): an interrupted attempt
+    logged them after the checkpoint a resume starts from, and the resumed run logs those steps again. Without this
+    a resumed run's ``metrics.jsonl`` holds the redone steps twice (issue 15, kill -9 during or after a save)."""
+    from align.tracking import atomic_write_text
+
+    if not path.is_file():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in rows if int(json.loads(line).get(key, 0) or 0) <= last]
+    if len(kept) != len(rows):
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The optimizer step an HF Trainer checkpoint was written at (its trainer_state.json, else its name)."""
+    try:
+        return int(json.loads((Path(path) / "trainer_state.json").read_text())["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        tail = Path(path).name.split("-")[-1]
+        return int(tail) if tail.isdigit() else 0
+
+
 def data_file_hashes(data_cfg: Any) -> dict[str, str]:
     """sha256 of every local or built-in data file a data section reads (hub sources: their id and revision), so
     a stage re-runs when its data changed even though the recipe did not."""
@@ -679,6 +702,7 @@ class StageContext:
         if self.is_main and prepared is not None:
             self.log(drop_summary(self.recipe.STAGE, prepared.report.to_dict()))
         if self.plan.action == "resume" and self.is_main:
+            trim_jsonl(self.out_dir / "metrics.jsonl", checkpoint_step(self.plan.checkpoint))
             self.log(f"[align] resuming {self.recipe.STAGE} from {self.plan.checkpoint}")
 
     def train(self, trainer: Any) -> None:

@@ -10,7 +10,6 @@ from typing import Any
 import torch
 
 from align.stages import common
-from align.tracking import atomic_write_text
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:
@@ -80,8 +79,4 @@ def _read_rng(directory: Path, rank: int) -> dict[str, Any] | None:
 
 def _trim_jsonl(path: Path, last_iteration: int) -> None:
     """Drop rows logged after ``last_iteration`` (they are redone after a resume)."""
-    if not path.is_file():
-        return
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in rows if int(json.loads(line).get("iteration", 0)) <= last_iteration]
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
+    common.trim_jsonl(path, last_iteration, key="iteration")

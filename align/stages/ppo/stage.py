@@ -70,6 +70,13 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
     data_info = trainer.prepare_prompts()
     if trainer.is_main:
         trainer.out_dir.mkdir(parents=True, exist_ok=True)
+        # A kill -9 while a checkpoint or the final model was written leaves its temporary directory behind (the
+        # rename that publishes it never ran). Nothing reads those; without this they piled up in every run dir.
+        for stale in [
+            *(trainer.out_dir / "checkpoints").glob(".tmp-checkpoint-*"),
+            *trainer.out_dir.glob(".tmp-model-*"),
+        ]:
+            shutil.rmtree(stale, ignore_errors=True)
         if checkpoint is None:  # a fresh start: nothing of an earlier attempt may mix into this run
             for name in ("metrics.jsonl", "samples.jsonl"):
                 (trainer.out_dir / name).unlink(missing_ok=True)
