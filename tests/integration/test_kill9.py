@@ -116,7 +116,9 @@ def test_kill_9_in_a_step_then_during_a_checkpoint_write_resumes_to_the_uninterr
     if stage == "ppo":  # PPO writes into a temporary directory renamed when whole: the rename never ran
         assert not (ckpts / "checkpoint-4").exists() and list(ckpts.glob(".tmp-checkpoint-4-*"))
     else:
-        assert any("optimizer.pt" in p or "trainer_state.json" in p for p in checkpoint_problems(ckpts / "checkpoint-4"))
+        assert any(
+            "optimizer.pt" in p or "trainer_state.json" in p for p in checkpoint_problems(ckpts / "checkpoint-4")
+        )
 
     # The rerun falls back to checkpoint-2 and finishes as if nothing had happened.
     resumed = run_in_process(stage, tmp_path / "cut")
