@@ -324,6 +324,12 @@ def test_two_process_accelerate_launch_leaves_one_set_of_outputs(tmp_path, align
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len([r for r in rows if "loss" in r]) == 2  # only the main process writes
     assert (proc.stdout + proc.stderr).count("[align] dpo done:") == 1  # issue 15: was printed once per process
+    # Issue 15: metric by metric against one process at the same global batch (8 = 2 x 4), as
+    # tests/integration/test_two_processes.py checks SFT, RM and PPO.
+    from tests.integration.test_two_processes import assert_two_processes_match_one, one_process_run
+
+    one = one_process_run("dpo", tmp_path / "one", ["training.max_steps=2", "training.per_device_train_batch_size=8"])
+    assert_two_processes_match_one("dpo", one, out, ["loss", "rewards/chosen", "logps/chosen"])
 
 
 def adapter_weights(out: Path) -> dict[str, torch.Tensor]:

@@ -124,6 +124,61 @@ def test_whitening_single_real_token_gives_zero_not_nan():
     assert torch.equal(w, torch.zeros_like(x))
 
 
+def _in_two_processes(fn, parts):
+    """``fn(part, reduce)`` run on each part at once in its own thread, ``reduce`` summing over the parts as an
+    all-reduce does (every part waits for the others' tensors): what two processes would compute."""
+    import threading
+
+    posted: list = [None, None]
+    barrier = threading.Barrier(2)
+    results: list = [None, None]
+
+    def run(rank):
+        def reduce(t):
+            posted[rank] = t
+            barrier.wait()
+            total = posted[0] + posted[1]
+            barrier.wait()  # both read the sum before either posts its next tensor
+            return total
+
+        results[rank] = fn(parts[rank], reduce)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_whitening_a_batch_split_over_two_processes_gives_the_whole_batch_s_result():
+    # Issue 15: PPO whitened advantages per process, so two processes trained on other advantages than one
+    # process holding the same global batch.
+    gen = torch.Generator().manual_seed(5)
+    x = 2.0 + 3.0 * torch.randn(8, 6, generator=gen, dtype=torch.float64)
+    mask = _random_mask(gen, 8, 6, left=False)
+    x[4:] += 5.0  # the parts differ in mean: per-part whitening would give other numbers
+    whole = masked_whiten(x, mask)
+    halves = _in_two_processes(
+        lambda p, r: masked_whiten(p[0], p[1], reduce=r), [(x[:4], mask[:4]), (x[4:], mask[4:])]
+    )
+    torch.testing.assert_close(torch.cat(halves), whole)
+    assert not torch.allclose(masked_whiten(x[:4], mask[:4]), whole[:4])
+
+
+def test_explained_variance_of_a_batch_split_over_two_processes_is_the_whole_batch_s():
+    gen = torch.Generator().manual_seed(6)
+    returns = torch.randn(8, 5, generator=gen)
+    values = returns + 0.5 * torch.randn(8, 5, generator=gen)
+    values[:4] += 1.0  # a critic biased on one part only
+    mask = _random_mask(gen, 8, 5, left=True)
+    whole = explained_variance(values, returns, mask)
+    parts = [(values[:4], returns[:4], mask[:4]), (values[4:], returns[4:], mask[4:])]
+    halves = _in_two_processes(lambda p, r: explained_variance(*p, reduce=r), parts)
+    assert halves[0] == pytest.approx(whole, rel=1e-9) and halves[1] == pytest.approx(whole, rel=1e-9)
+    assert explained_variance(*parts[0]) != pytest.approx(whole, rel=1e-3)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Log-probs and entropy
 # ------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ Conventions
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -98,15 +98,40 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     return var
 
 
-def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+def pooled_mean_var(
+    x: Tensor, mask: Tensor, reduce: Callable[[Tensor], Tensor] | None = None
+) -> tuple[Tensor, Tensor]:
+    """Mean and unbiased variance of ``x`` over masked-in positions of a batch whose parts may sit in several
+    processes: ``reduce`` sums a tensor over them (e.g. an all-reduce; None = this part is the whole batch). Two
+    passes, the mean first and then squared deviations from it, as exact as :func:`masked_var`; fewer than two
+    masked-in values give variance 0."""
+    reduce = reduce or (lambda t: t)
+    m = _bool_mask(x, mask)
+    total = reduce(torch.stack([masked_sum(x, m), m.sum().to(x.dtype)]))
+    n = total[1]
+    mean = total[0] / n.clamp(min=1)
+    # n / (n - 1) is Bessel's factor; for n <= 1 the squared deviations are 0 already.
+    var = reduce(masked_sum((x - mean) ** 2, m)) / n.clamp(min=1) * n / (n - 1).clamp(min=1)
+    return mean, var
+
+
+def masked_whiten(
+    x: Tensor,
+    mask: Tensor,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+    *,
+    reduce: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
     """Standardise ``x`` with mean and (unbiased) variance taken from masked-in positions only.
 
     ``shift_mean=False`` rescales to unit variance but keeps the original mean (``(x - mu) / sigma + mu``), which
     is how rewards are sometimes whitened without moving their baseline. Masked-out positions of the output are 0.
+    ``reduce``: sums a tensor over the processes that each hold a part of the batch (e.g. an all-reduce), so every
+    part is whitened with the statistics of the whole batch, as one process holding all of it would be.
     """
     m = _bool_mask(x, mask)
-    mean = masked_mean(x, m)
-    var = masked_var(x, m, unbiased=True)
+    mean, var = pooled_mean_var(x, m, reduce)
     whitened = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean
@@ -357,15 +382,17 @@ def value_loss(
     return loss, stats
 
 
-def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
+def explained_variance(
+    values: Tensor, returns: Tensor, mask: Tensor, *, reduce: Callable[[Tensor], Tensor] | None = None
+) -> float:
     """``1 - Var[R - V] / Var[R]`` over real tokens: 1 = perfect critic, 0 = no better than the mean, NaN when
-    ``Var[R]`` is 0 (undefined)."""
+    ``Var[R]`` is 0 (undefined). ``reduce``: as in :func:`pooled_mean_var`, for a batch split over processes."""
     _check_same_shape(values=values, returns=returns, mask=mask)
     m = mask.bool()
-    var_returns = float(masked_var(returns.detach().double(), m))
+    var_returns = float(pooled_mean_var(returns.detach().double(), m, reduce)[1])
     if var_returns == 0.0:
         return math.nan
-    var_residual = float(masked_var((returns - values).detach().double(), m))
+    var_residual = float(pooled_mean_var((returns - values).detach().double(), m, reduce)[1])
     return 1.0 - var_residual / var_returns
 
 
