@@ -175,8 +175,7 @@ def logprobs_from_logits(logits: Tensor, labels: Tensor, *, chunk_tokens: int | 
         torch.log_softmax(lg, dim=-1, dtype=torch.float32).gather(-1, lb).squeeze(-1)
         for lg, lb in zip(flat_logits.split(rows), flat_labels.split(rows), strict=True)
     ]
-    if not out:  # zero positions
-        return torch.zeros(labels.shape, dtype=torch.float32, device=logits.device)
+    # No positions: split gives one empty chunk, so this still returns fp32 of labels' shape.
     return torch.cat(out).reshape(labels.shape)
 
 
@@ -192,9 +191,7 @@ def entropy_from_logits(logits: Tensor, *, chunk_tokens: int | None = None) -> T
     for lg in flat_logits.split(rows):
         logp = torch.log_softmax(lg, dim=-1, dtype=torch.float32)
         out.append(-(logp.exp() * logp).sum(-1))
-    if not out:
-        return torch.zeros(logits.shape[:-1], dtype=torch.float32, device=logits.device)
-    return torch.cat(out).reshape(logits.shape[:-1])
+    return torch.cat(out).reshape(logits.shape[:-1])  # no positions: one empty chunk (see logprobs_from_logits)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -231,7 +228,10 @@ def last_token_index(mask: Tensor) -> Tensor:
     m = mask.bool()
     # Position where real, -1 where padding; the row maximum is the last real position (-1: no real token).
     positions = torch.arange(m.shape[1], device=m.device).expand_as(m)
-    marked = torch.cat([torch.full_like(positions[:, :1], -1), torch.where(m, positions, -1)], dim=1)
+    # The -1 column is built from the batch size, not sliced from `positions`: a mask with no time steps has no
+    # column to slice, and amax over nothing would fail before the empty rows are named (found by mutation testing).
+    sentinel = torch.full((m.shape[0], 1), -1, dtype=positions.dtype, device=m.device)
+    marked = torch.cat([sentinel, torch.where(m, positions, -1)], dim=1)
     last = marked.amax(dim=1)
     if bool((last < 0).any()):
         empty = (last < 0).nonzero().flatten().tolist()
