@@ -22,7 +22,7 @@ from align import models
 from align.commands import console
 from align.commands import data as data_command
 from align.commands.console import emit, emit_obj
-from align.config import list_keys, load_recipe, redact, to_plain
+from align.config import list_keys, load_recipe, mask_secret_overrides, redact, to_plain
 from align.errors import UserError
 from align.stages import registry
 
@@ -268,6 +268,9 @@ def _main(argv: list[str] | None) -> int:
         if not hasattr(args, "overrides"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
+    # wandb keeps a record of the command line (sys.argv) with every run it starts; a secret given as an override
+    # (training.hub_token=...) must not be in it. The arguments are parsed: the clear values are needed no more.
+    sys.argv[1:] = mask_secret_overrides(sys.argv[1:])
     if not args.command:
         parser.print_help(file=console.RESULT_OUT or sys.stdout)
         return 0

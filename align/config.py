@@ -438,18 +438,42 @@ def to_plain(obj: Any) -> Any:
 SECRET_MARKERS = ("api_key", "apikey", "token", "secret", "password", "passwd")
 
 
+def is_secret_key(key: Any) -> bool:
+    """Whether a setting's name looks like it holds a credential (``hub_token``, ``api_key``, ``password``)."""
+    lk = str(key).lower()
+    return any(m in lk for m in SECRET_MARKERS) and not lk.endswith(("_tokens", "token_id", "_id"))
+
+
 def redact(obj: Any) -> Any:
     """Replace values of secret-looking keys (hub tokens, API keys) so they never reach logs or manifests."""
     if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            lk = str(k).lower()
-            is_secret = any(m in lk for m in SECRET_MARKERS) and not lk.endswith(("_tokens", "token_id", "_id"))
-            out[k] = "***" if (is_secret and isinstance(v, str) and v) else redact(v)
-        return out
+        return {k: "***" if (is_secret_key(k) and isinstance(v, str) and v) else redact(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [redact(v) for v in obj]
     return obj
+
+
+def mask_secret_overrides(words: list[str]) -> list[str]:
+    """Command-line words with the values of secret-looking ``key=value`` overrides replaced by ``***``
+    (``training.hub_token=hf_x`` -> ``training.hub_token=***``), and secret keys inside a mapping value
+    (``training.model_init_kwargs={token: hf_x}``) redacted. For records of the command line that outlive the
+    process, such as the one wandb keeps of ``sys.argv``."""
+    out = []
+    for word in words:
+        key, eq, value = word.partition("=")
+        if not eq or word.startswith("-"):
+            out.append(word)
+            continue
+        if is_secret_key(key.split(".")[-1]) and value:
+            out.append(f"{key}=***")
+            continue
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = None
+        masked = redact(parsed) if isinstance(parsed, (dict, list)) else parsed
+        out.append(f"{key}={json.dumps(masked)}" if masked != parsed else word)
+    return out
 
 
 def config_hash(plain: dict[str, Any], ignore: tuple[str, ...] = ("run",)) -> str:

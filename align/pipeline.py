@@ -219,7 +219,11 @@ def run_data_stage(pipe: Pipeline, log=print) -> dict[str, Any]:
             "config_hash": key,
             "card_hash": card_hash_for(out / "data.json"),
             "seconds": round(time.time() - t0, 2),
-            "facts": {k: card.get(k) for k in ("rows", "splits", "agreement") if k in card},
+            "facts": {
+                **{k: card.get(k) for k in ("rows", "split", "agreement") if k in card},
+                # the gate's decision over both splits: annotators dropped, each split's counts
+                "agreement_applied": card.get("preprocessing", {}).get("agreement_applied"),
+            },
         }
         atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, default=str))
     state.wait_for_everyone()

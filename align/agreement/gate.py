@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import numpy as np
 from align.agreement.labels import (
     LEVELS,
     METRICS,
+    AgreementWarning,
     LabelMatrix,
     _as_matrix,
     _num,
@@ -94,7 +96,14 @@ def agreement_report(
         statistics[f"cohen_kappa:{_pair_key(names[i], names[j])}"] = lambda x, i=i, j=j: cohen_kappa(x[i], x[j])
     ci: dict[str, list[float | None]] = {}
     for key, stat in statistics.items():
-        low, high = bootstrap_ci(stat, m, n_boot=n_boot, seed=seed) if n_boot else (math.nan, math.nan)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            low, high = bootstrap_ci(stat, m, n_boot=n_boot, seed=seed) if n_boot else (math.nan, math.nan)
+        for w in caught:  # bootstrap_ci cannot know which statistic it resampled: name it, or the user cannot act
+            if issubclass(w.category, AgreementWarning):
+                _warn(f"{key}: {w.message}")
+            else:
+                warnings.warn(w.message, w.category, stacklevel=2)
         ci[key] = [_json_float(low), _json_float(high)]
     report: dict[str, Any] = {
         "n_items": int(m.shape[1]),
@@ -241,7 +250,8 @@ class AgreementOutcome:
     ``report``: :func:`agreement_report` of the annotators kept (the panel the gate checked). ``votes``: one
     :class:`ItemVote` per item. ``dropped_annotators``: name -> leave-one-out kappa of those dropped.
     ``drop_reasons``: Counter of the items' drop reasons. ``gate_value``/``gate_passed``: the headline value and
-    whether it met ``min`` (None when there is no gate).
+    whether it met ``min`` (None when there is no gate). ``messages``: what the gate had to say, each once (see
+    :func:`apply_agreement`).
     """
 
     report: dict[str, Any]
@@ -250,6 +260,7 @@ class AgreementOutcome:
     drop_reasons: Counter = field(default_factory=Counter)
     gate_value: float | None = None
     gate_passed: bool | None = None
+    messages: list[str] = field(default_factory=list)
 
     @property
     def n_kept(self) -> int:
@@ -260,13 +271,32 @@ class AgreementOutcome:
         return sum(v.kept and v.orientation == -1 for v in self.votes)
 
 
-def apply_agreement(annotations: LabelMatrix, cfg: AgreementConfig) -> AgreementOutcome:
+def apply_agreement(annotations: LabelMatrix, cfg: AgreementConfig, *, warn: bool = True) -> AgreementOutcome:
     """Measure agreement, drop unreliable annotators, gate, and vote every item, as the recipe says.
 
     Order: annotators whose leave-one-out kappa is below ``cfg.drop_annotators_below`` are dropped (an undefined
     kappa is not grounds for dropping); the report is computed on the remaining panel; the gate compares its
     headline ``cfg.metric`` with ``cfg.min`` (an undefined value fails); items are aggregated on that panel.
+
+    What the gate has to say (annotators dropped, a failed gate under ``on_fail: warn``, statistics undefined on
+    these labels) is collected in :attr:`AgreementOutcome.messages`, each once, and also emitted as
+    :class:`AgreementWarning` unless ``warn=False`` (the data layer says them itself, once per process).
     """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AgreementWarning)
+        outcome = _apply_agreement(annotations, cfg)
+    for w in caught:
+        if not issubclass(w.category, AgreementWarning):
+            warnings.warn(w.message, w.category, stacklevel=2)
+        elif str(w.message) not in outcome.messages:
+            outcome.messages.append(str(w.message))
+    if warn:
+        for message in outcome.messages:
+            warnings.warn(message, AgreementWarning, stacklevel=2)
+    return outcome
+
+
+def _apply_agreement(annotations: LabelMatrix, cfg: AgreementConfig) -> AgreementOutcome:
     m, names = _as_matrix(annotations)
     dropped: dict[str, float] = {}
     if cfg.drop_annotators_below is not None:
@@ -280,8 +310,9 @@ def apply_agreement(annotations: LabelMatrix, cfg: AgreementConfig) -> Agreement
             )
         if dropped:
             _warn(
-                "dropping annotators with leave-one-out kappa below "
-                f"{cfg.drop_annotators_below}: {', '.join(f'{n} ({k:.3f})' for n, k in dropped.items())}"
+                f"dropping annotators with leave-one-out kappa below agreement.drop_annotators_below = "
+                f"{cfg.drop_annotators_below}: {', '.join(f'{n} ({k:.3f})' for n, k in dropped.items())}; their "
+                "labels count in no split's votes"
             )
     keep = [i for i, n in enumerate(names) if n not in dropped]
     kept_names = [names[i] for i in keep]

@@ -25,7 +25,7 @@ from align.data.card import (
 )
 from align.data.formats import PREFERENCE, SFT, UNPAIRED
 from align.data.load import load_preferences, load_sft, load_unpaired
-from align.data.prepare import apply_agreement_to_records, apply_agreement_to_unpaired
+from align.data.prepare import apply_agreement_to_splits, apply_agreement_to_unpaired
 from align.data.records import PreferenceRecord, SFTRecord, UnpairedRecord
 from align.data.sources import read_source, source_name
 from align.data.spec import PREFERENCE_FORMATS, SFT_FORMATS, UNPAIRED_FORMATS, DataConfig, DataError, SourceSpec
@@ -169,7 +169,7 @@ def load_target(target: Target, *, apply_agreement: bool = True, strict_gate: bo
     """Load as a stage does, but without stopping on the drop limit (callers check it and report).
 
     The split is taken after loading everything, so ``records`` keeps the input order. When the target has an
-    agreement section and ``apply_agreement``, votes orient pairs and drop ties etc. in each split, as
+    agreement section and ``apply_agreement``, one gate over both splits orients pairs and drops ties etc., as
     ``align.data.prepare`` does; ``strict_gate=False`` turns a failing agreement gate into a warning.
     """
     cfg = target.data
@@ -189,8 +189,7 @@ def load_target(target: Target, *, apply_agreement: bool = True, strict_gate: bo
         agreement_cfg = dataclasses.replace(target.agreement, bootstrap=0)  # votes do not need intervals
         if not strict_gate:
             agreement_cfg = dataclasses.replace(agreement_cfg, on_fail="warn")
-        train, summary = apply_agreement_to_records(train, agreement_cfg, report)
-        held_out, _ = apply_agreement_to_records(held_out, agreement_cfg, report)
+        train, held_out, summary = apply_agreement_to_splits(train, held_out, agreement_cfg, report)
         report.check()
     elif apply_agreement and target.kind == UNPAIRED:
         # Unpaired rows rated by annotators get their label from the gate; without an agreement section they keep
@@ -362,6 +361,7 @@ def card_facts(target: Target, settings: AgreementSettings | None, tokenizer: tu
         settings_facts["agreement_applied"] = {
             **dataclasses.asdict(target.agreement),
             "dropped_annotators": loaded.agreement_summary.get("dropped_annotators", []),
+            "splits": loaded.agreement_summary.get("splits"),
         }
     tok, tokenizer_name = tokenizer
     return build_card_facts(

@@ -1,7 +1,7 @@
 """From a recipe's data section to what a stage trains on: records -> agreement -> tokenized datasets.
 
-Order (one direction): load + validate (``align.data.load``) -> annotator agreement gate and aggregation, which
-may flip pairs and drops ties / low-agreement items (``align.agreement``) -> tokenization with the template guards
+Order (one direction): load + validate (``align.data.load``) -> annotator agreement gate and aggregation, once
+over both splits, which may flip pairs and drops ties / low-agreement items (``align.agreement``) -> tokenization with the template guards
 (``align.templates``), which drops ``truncated_to_empty`` / ``prefix_mismatch`` rows -> the drop-fraction check
 over everything dropped. Every input row is kept or counted in one :class:`DropReport`.
 """
@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from align.agreement import annotations_by_annotator, apply_agreement, apply_rating_agreement
+from align.agreement import AgreementWarning, annotations_by_annotator, apply_agreement, apply_rating_agreement
 from align.data.card import card_hash_for
 from align.data.load import load_preferences, load_sft, load_unpaired
 from align.data.records import PreferenceRecord, SFTRecord, UnpairedRecord
@@ -81,27 +82,40 @@ def _agreement_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
         "alpha_level",
         "rating_threshold",
         "rating_label",
+        "splits",
     )
     return {k: report.get(k) for k in keys if k in report}
 
 
-def apply_agreement_to_records(records: list[PreferenceRecord], cfg: Any, report: Any) -> tuple[list, dict | None]:
-    """Orient pairs by the humans' aggregated vote and drop what the agreement config drops (counted)."""
-    labelled = [r for r in records if r.annotations]
-    if not labelled or cfg is None:
-        return records, None
-    names = sorted({a for r in labelled for a in r.annotations})
-    annotations = {a: [r.annotations.get(a) for r in labelled] for a in names}
-    outcome = apply_agreement(annotations, cfg)
-    votes = dict(zip((r.id for r in labelled), outcome.votes))
+# What the agreement gate said in this process. A pipeline loads the same preference data in several stages (data,
+# rm, judge, pairs, compare); the gate then decides the same thing each time, and saying it once is enough (the
+# manifests record it per stage). Python's own "once" warning filter is reset whenever a library edits the filters.
+_SAID: set[str] = set()
+
+
+def _say_once(messages: list[str]) -> None:
+    for message in messages:
+        if message not in _SAID:
+            _SAID.add(message)
+            warnings.warn(message, AgreementWarning, stacklevel=3)
+
+
+def _apply_votes(
+    records: list[PreferenceRecord], votes: dict[str, Any], cfg: Any, report: Any
+) -> tuple[list[PreferenceRecord], dict[str, Any]]:
+    """Orient and drop one split's records by the gate's votes; the split's counts (labelled, kept, flipped,
+    dropped by reason)."""
     kept: list[PreferenceRecord] = []
+    counts: dict[str, Any] = {"labelled": 0, "kept": 0, "flipped": 0, "dropped": {}}
     for r in records:
         vote = votes.get(r.id)
         if vote is None:
             kept.append(r)
             continue
+        counts["labelled"] += 1
         if vote.drop_reason:
             report.add_drop(vote.drop_reason, r.id)
+            counts["dropped"][vote.drop_reason] = counts["dropped"].get(vote.drop_reason, 0) + 1
             continue
         if vote.orientation < 0:
             # The humans' majority prefers the side read as "rejected": swap the pair and negate every label, so
@@ -117,19 +131,50 @@ def apply_agreement_to_records(records: list[PreferenceRecord], cfg: Any, report
                 annotations=flipped,
                 meta={**r.meta, "flipped": True},
             )
+            counts["flipped"] += 1
         if getattr(cfg, "margin_from_votes", False) and r.margin is None:
             r.margin = float(vote.margin)
+        counts["kept"] += 1
         kept.append(r)
+    return kept, counts
+
+
+def apply_agreement_to_splits(
+    train: list[PreferenceRecord], evals: list[PreferenceRecord], cfg: Any, report: Any
+) -> tuple[list, list, dict | None]:
+    """The agreement gate once over both splits: one panel of annotators, one gate decision, one vote per item,
+    then each split oriented and filtered by those votes (drops counted in ``report``).
+
+    Gating each split alone let the small eval split fail the gate or drop another set of annotators than train
+    (issue 15). The summary is the gate's report plus ``dropped_annotators`` and ``splits`` (each split's counts).
+    """
+    labelled = [r for r in [*train, *evals] if r.annotations]
+    if not labelled or cfg is None:
+        return train, evals, None
+    names = sorted({a for r in labelled for a in r.annotations})
+    annotations = {a: [r.annotations.get(a) for r in labelled] for a in names}
+    outcome = apply_agreement(annotations, cfg, warn=False)
+    _say_once(outcome.messages)
+    votes = dict(zip((r.id for r in labelled), outcome.votes))
+    train_kept, train_counts = _apply_votes(train, votes, cfg, report)
+    eval_kept, eval_counts = _apply_votes(evals, votes, cfg, report)
     summary = dict(outcome.report)
     summary["dropped_annotators"] = list(outcome.dropped_annotators)
+    summary["splits"] = {"train": train_counts, "eval": eval_counts}
+    return train_kept, eval_kept, summary
+
+
+def apply_agreement_to_records(records: list[PreferenceRecord], cfg: Any, report: Any) -> tuple[list, dict | None]:
+    """Orient pairs by the humans' aggregated vote and drop what the agreement config drops (counted): the gate
+    over one list of records (:func:`apply_agreement_to_splits` with an empty eval split)."""
+    kept, _, summary = apply_agreement_to_splits(records, [], cfg, report)
     return kept, summary
 
 
 def prepare_preferences(data_cfg: Any, agreement_cfg: Any = None) -> Prepared:
     loaded = load_preferences(data_cfg)
     report = loaded.report
-    train, agreement = apply_agreement_to_records(loaded.train, agreement_cfg, report)
-    evals, _ = apply_agreement_to_records(loaded.eval, agreement_cfg, report)
+    train, evals, agreement = apply_agreement_to_splits(loaded.train, loaded.eval, agreement_cfg, report)
     check_drop_fraction(report, data_cfg.max_drop_fraction)
     return Prepared(train, evals, report, agreement, loaded.sources, loaded.leakage)
 

@@ -66,6 +66,42 @@ class Sampling:
         )
 
 
+class RowSeededSampler:
+    """Sampling whose randomness belongs to each row, not to the batch: a logits processor for greedy ``generate``
+    that turns it into sampling from ``softmax(logits / temperature)`` (within the ``top_p`` nucleus).
+
+    Row ``j`` draws its noise from a generator of its own, seeded with ``seeds[j]``, and picks
+    ``argmax(logits / temperature + Gumbel noise)``, which is a draw from that softmax (the Gumbel-max trick). A
+    row's answer then depends on its seed and its prompt only, not on which other prompts share its batch or on how
+    many processes split the batch: with ``torch.multinomial`` on the batch, one process sampling 8 prompts and two
+    processes sampling 4 each give different answers from the same seed. Each row takes one draw per decoding
+    step, used or not, so its t-th token always uses its t-th draw.
+    """
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float = 1.0):
+        if temperature <= 0:
+            raise ValueError(f"RowSeededSampler samples: temperature must be > 0, found {temperature}.")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], found {top_p}.")
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        logits = scores.float() / self.temperature
+        if self.top_p < 1:
+            # Keep the most probable tokens whose probabilities sum to top_p (at least one): drop a token when the
+            # tokens more probable than it already hold top_p of the mass.
+            ordered, order = torch.sort(logits, dim=-1, descending=True)
+            before = ordered.softmax(dim=-1).cumsum(dim=-1) - ordered.softmax(dim=-1)
+            drop = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, before >= self.top_p)
+            logits = logits.masked_fill(drop, float("-inf"))
+        uniform = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in self.generators])
+        tiny = torch.finfo(torch.float32).tiny
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=tiny, max=1 - 1e-7)))
+        return logits + gumbel.to(logits.device)
+
+
 @dataclass
 class Sample:
     """One generated answer: its prompt's index in the input list, the ids, the decoded text and whether it ended."""

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from align.config import ConfigError, to_plain
+from align.config import ConfigError, redact, to_plain
 from align.data.prepare import tokenize_records
 from align.data.validate import check_drop_fraction
 from align.errors import NoGradientError, NonFiniteError  # noqa: F401  (re-exported: importable here as before)
@@ -48,10 +48,12 @@ from align.stages.resume import (  # noqa: F401
     WEIGHT_FILES,
     CheckpointMarkerCallback,
     checkpoint_problems,
+    checkpoint_step,
     find_resume_checkpoint,
     is_complete_checkpoint,
     require_complete_checkpoint,
     safetensors_problem,
+    trim_jsonl,
     write_checkpoint_marker,
 )
 from align.templates import Encoder, apply_template_choice
@@ -229,14 +231,20 @@ def drop_summary(stage: str, drops: dict[str, Any]) -> str:
 
 def scrub_secrets(args: Any) -> None:
     """Take secrets given as recipe settings (``training.hub_token=...``) out of the training arguments: TRL pickles
-    those into ``training_args.bin`` in the model and every checkpoint. The hub token moves to ``HF_TOKEN`` in this
-    process's environment, where huggingface_hub reads it (a push to the hub still works); nothing else keeps it."""
+    those into ``training_args.bin`` in the model and every checkpoint, and the Trainer hands them to wandb as the
+    run's config. The hub token moves to ``HF_TOKEN`` in this process's environment, where huggingface_hub reads it
+    (a push to the hub still works); nothing else keeps it. Secret-looking keys inside mapping settings
+    (``training.model_init_kwargs={token: ...}``) are redacted: align builds the models itself, so TRL never reads
+    those mappings' credentials."""
     import os
 
     token = getattr(args, "hub_token", None)
     if isinstance(token, str) and token:
         os.environ["HF_TOKEN"] = token
         args.hub_token = None
+    for name, value in list(vars(args).items()):
+        if isinstance(value, dict) and redact(value) != value:
+            setattr(args, name, redact(value))
 
 
 class StageContext:
@@ -351,6 +359,7 @@ class StageContext:
         if self.is_main and prepared is not None:
             self.log(drop_summary(self.recipe.STAGE, prepared.report.to_dict()))
         if self.plan.action == "resume" and self.is_main:
+            trim_jsonl(self.out_dir / "metrics.jsonl", checkpoint_step(self.plan.checkpoint))
             self.log(f"[align] resuming {self.recipe.STAGE} from {self.plan.checkpoint}")
 
     def train(self, trainer: Any) -> None:

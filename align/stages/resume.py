@@ -18,7 +18,7 @@ import torch
 from transformers import TrainerCallback
 
 from align.config import ConfigError
-from align.tracking import process_state
+from align.tracking import atomic_write_text, process_state
 
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 
@@ -198,3 +198,24 @@ def find_resume_checkpoint(ckpt_root: Path, log=print, is_complete=None) -> str 
             return str(p)
         log(f"[align] warning: {p} is incomplete (interrupted while saving?); falling back to an earlier checkpoint")
     return None
+
+
+def trim_jsonl(path: Path, last: int, key: str = "step") -> None:
+    """Drop the rows of a JSONL log whose ``key`` is past ``last`` (rows without it stay): an interrupted attempt
+    logged them after the checkpoint a resume starts from, and the resumed run logs those steps again. Without this
+    a resumed run's ``metrics.jsonl`` holds the redone steps twice (issue 15, kill -9 during or after a save)."""
+    if not path.is_file():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in rows if int(json.loads(line).get(key, 0) or 0) <= last]
+    if len(kept) != len(rows):
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The optimizer step an HF Trainer checkpoint was written at (its trainer_state.json, else its name)."""
+    try:
+        return int(json.loads((Path(path) / "trainer_state.json").read_text())["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        tail = Path(path).name.split("-")[-1]
+        return int(tail) if tail.isdigit() else 0

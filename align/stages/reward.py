@@ -95,8 +95,8 @@ def evaluate_pairs(model: Any, rows: list[dict[str, Any]], pad_id: int) -> dict[
 def reliable_annotators(agreement: dict[str, Any] | None, names: list[str]) -> list[str] | None:
     """The annotators the agreement gate kept, among ``names``; None when no gate ran (then everyone counts).
 
-    The gate's decision is the training split's (``Prepared.agreement``, what the manifest records), so the eval
-    pairs are judged against the same panel the training labels were voted by."""
+    The gate runs once over both splits (``Prepared.agreement``, what the manifest records), so the eval pairs
+    are judged against the same panel the training labels were voted by."""
     if agreement is None:
         return None
     dropped = set(agreement.get("dropped_annotators") or [])
@@ -126,7 +126,7 @@ def quality_report(
         reason = (
             None
             if threshold is None
-            else f"dropped by the agreement gate (leave-one-out kappa below {threshold} on the training split)"
+            else f"dropped by the agreement gate (leave-one-out kappa below {threshold} over both splits)"
         )
         extra["model_vs_humans"] = model_vs_humans(
             [m for _, m in labelled], ann, annotators=reliable_annotators(agreement, names), left_out_reason=reason

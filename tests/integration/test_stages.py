@@ -324,6 +324,12 @@ def test_two_process_accelerate_launch_leaves_one_set_of_outputs(tmp_path, align
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len([r for r in rows if "loss" in r]) == 2  # only the main process writes
     assert (proc.stdout + proc.stderr).count("[align] dpo done:") == 1  # issue 15: was printed once per process
+    # Issue 15: metric by metric against one process at the same global batch (8 = 2 x 4), as
+    # tests/integration/test_two_processes.py checks SFT, RM and PPO.
+    from tests.integration.test_two_processes import assert_two_processes_match_one, one_process_run
+
+    one = one_process_run("dpo", tmp_path / "one", ["training.max_steps=2", "training.per_device_train_batch_size=8"])
+    assert_two_processes_match_one("dpo", one, out, ["loss", "rewards/chosen", "logps/chosen"])
 
 
 def adapter_weights(out: Path) -> dict[str, torch.Tensor]:
@@ -424,3 +430,48 @@ def test_a_secret_given_as_a_recipe_setting_is_never_written_in_clear(tmp_path, 
     out = module.run(recipe)
     assert list(out.rglob("training_args.bin")), "the scan must cover TRL's pickled training arguments"
     assert files_holding(tmp_path, secret.encode()) == []
+
+
+@pytest.mark.parametrize(
+    "stage, overrides",
+    [
+        ("sft", ["training.hub_token={secret}", "training.model_init_kwargs={{token: {secret}}}"]),
+        (
+            "ppo",
+            [
+                "reward_fn=tests.fixtures.rewards:reward_with_a_key",
+                "reward_fn_kwargs={{api_key: {secret}}}",
+                "ppo.num_iterations=1",
+                "ppo.rollout_batch_size=4",
+                "ppo.mini_batch_size=4",
+                "ppo.ppo_epochs=1",
+            ],
+        ),
+    ],
+)
+def test_secrets_given_as_overrides_never_reach_wandb_s_record_of_the_run(stage, overrides, tmp_path, align_home):
+    # Issue 15: wandb kept `training.hub_token=hf_...` from sys.argv in its run file, and PPO handed wandb its
+    # recipe unredacted. wandb runs offline here and writes everything it would upload under WANDB_DIR.
+    secret = "SeCrEtGivenOnTheCommandLine789"
+    env = {
+        **os.environ,
+        "ALIGN_HOME": str(align_home),
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(tmp_path),
+    }
+    env.pop("HF_TOKEN", None)
+    cmd = [
+        sys.executable, "-m", "align", stage, str(ROOT / "recipes" / "tiny" / f"{stage}.yaml"),
+        f"run.root={tmp_path / 'runs'}", "run.report_to=[wandb]", "training.max_steps=2", "training.save_steps=1",
+        *[o.format(secret=secret) for o in overrides],
+    ]  # fmt: skip
+    if stage == "ppo":
+        cmd = [c for c in cmd if not c.startswith("training.")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = list((tmp_path / "wandb").rglob("run-*.wandb"))
+    assert records, "the scan must cover wandb's run record"
+    assert files_holding(tmp_path, secret.encode()) == []
+    assert any(b"***" in r.read_bytes() for r in records)  # the command line is recorded, masked
+    assert secret not in proc.stdout + proc.stderr

@@ -164,3 +164,15 @@ def test_cli_results_go_to_the_current_stdout_after_a_command_returns(capsys):
     finally:
         sys.stdout = old
     assert buf.getvalue() == "later\n"
+
+
+def test_secret_looking_overrides_are_masked_for_records_of_the_command_line():
+    from align.config import mask_secret_overrides
+
+    words = ["sft", "r.yaml", "training.hub_token=hf_x", "run.api_key=k", "lora.r=8", "--dry-run",
+             "training.model_init_kwargs={token: hf_y, dtype: float32}", "training.max_length=256",
+             "training.eos_token_id=2"]  # fmt: skip
+    masked = mask_secret_overrides(words)
+    assert masked[:6] == ["sft", "r.yaml", "training.hub_token=***", "run.api_key=***", "lora.r=8", "--dry-run"]
+    assert masked[6] == 'training.model_init_kwargs={"token": "***", "dtype": "float32"}'
+    assert masked[7:] == ["training.max_length=256", "training.eos_token_id=2"]

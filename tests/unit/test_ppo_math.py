@@ -124,6 +124,61 @@ def test_whitening_single_real_token_gives_zero_not_nan():
     assert torch.equal(w, torch.zeros_like(x))
 
 
+def _in_two_processes(fn, parts):
+    """``fn(part, reduce)`` run on each part at once in its own thread, ``reduce`` summing over the parts as an
+    all-reduce does (every part waits for the others' tensors): what two processes would compute."""
+    import threading
+
+    posted: list = [None, None]
+    barrier = threading.Barrier(2)
+    results: list = [None, None]
+
+    def run(rank):
+        def reduce(t):
+            posted[rank] = t
+            barrier.wait()
+            total = posted[0] + posted[1]
+            barrier.wait()  # both read the sum before either posts its next tensor
+            return total
+
+        results[rank] = fn(parts[rank], reduce)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_whitening_a_batch_split_over_two_processes_gives_the_whole_batch_s_result():
+    # Issue 15: PPO whitened advantages per process, so two processes trained on other advantages than one
+    # process holding the same global batch.
+    gen = torch.Generator().manual_seed(5)
+    x = 2.0 + 3.0 * torch.randn(8, 6, generator=gen, dtype=torch.float64)
+    mask = _random_mask(gen, 8, 6, left=False)
+    x[4:] += 5.0  # the parts differ in mean: per-part whitening would give other numbers
+    whole = masked_whiten(x, mask)
+    halves = _in_two_processes(
+        lambda p, r: masked_whiten(p[0], p[1], reduce=r), [(x[:4], mask[:4]), (x[4:], mask[4:])]
+    )
+    torch.testing.assert_close(torch.cat(halves), whole)
+    assert not torch.allclose(masked_whiten(x[:4], mask[:4]), whole[:4])
+
+
+def test_explained_variance_of_a_batch_split_over_two_processes_is_the_whole_batch_s():
+    gen = torch.Generator().manual_seed(6)
+    returns = torch.randn(8, 5, generator=gen)
+    values = returns + 0.5 * torch.randn(8, 5, generator=gen)
+    values[:4] += 1.0  # a critic biased on one part only
+    mask = _random_mask(gen, 8, 5, left=True)
+    whole = explained_variance(values, returns, mask)
+    parts = [(values[:4], returns[:4], mask[:4]), (values[4:], returns[4:], mask[4:])]
+    halves = _in_two_processes(lambda p, r: explained_variance(*p, reduce=r), parts)
+    assert halves[0] == pytest.approx(whole, rel=1e-9) and halves[1] == pytest.approx(whole, rel=1e-9)
+    assert explained_variance(*parts[0]) != pytest.approx(whole, rel=1e-3)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Log-probs and entropy
 # ------------------------------------------------------------------------------------------------------------
@@ -517,3 +572,179 @@ def test_gae_and_token_rewards_check_every_tensor_shape():
             token_rewards(torch.zeros(2), args["logprobs"], args["ref_logprobs"], args["mask"], 0.1)
     with pytest.raises(ValueError, match=r"scores must have shape \[batch\] = \(2,\), got \(3,\)"):
         token_rewards(torch.zeros(3), good, good, torch.ones(2, 3), 0.1)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Refusals and edge cases (added from mutation testing: docs/faults.md, "Mutation testing")
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_a_tensor_that_would_silently_broadcast_is_refused_naming_it():
+    # (1, 3) broadcasts against (2, 3): without the shape check each function would return a plausible number.
+    good, row = torch.zeros(2, 3), torch.zeros(1, 3)
+    mask = torch.ones(2, 3)
+    calls = {
+        "kl_per_token": lambda a: kl_per_token(a["logprobs"], a["ref_logprobs"]),
+        "policy_loss": lambda a: policy_loss(a["logprobs"], a["old_logprobs"], a["advantages"], a["mask"], 0.2),
+        "value_loss": lambda a: value_loss(a["values"], a["old_values"], a["returns"], a["mask"], 0.2),
+        "explained_variance": lambda a: explained_variance(a["values"], a["returns"], a["mask"]),
+    }
+    names = {
+        "kl_per_token": ("logprobs", "ref_logprobs"),
+        "policy_loss": ("logprobs", "old_logprobs", "advantages", "mask"),
+        "value_loss": ("values", "old_values", "returns", "mask"),
+        "explained_variance": ("values", "returns", "mask"),
+    }
+    for fn, args in names.items():
+        for bad in args:
+            given = {a: (mask if a == "mask" else good) for a in args} | {bad: row}
+            other = args[1] if bad == args[0] else args[0]
+            with pytest.raises(ValueError) as err:
+                calls[fn](given)
+            msg = str(err.value)
+            assert f"`{bad}` has shape (1, 3)" in msg or f"`{other}` has shape (2, 3)" in msg, (fn, bad, msg)
+            assert msg.endswith("they must match (batch x response tokens)."), msg
+    with pytest.raises(ValueError, match=r"`has_eos` has shape \(1,\) but `scores` has shape \(2,\)"):
+        apply_missing_eos_penalty(torch.zeros(2), torch.ones(1, dtype=torch.bool), 1.0)
+    with pytest.raises(ValueError, match=r"`has_eos` has shape \(2,\) but `scores` has shape \(1,\)"):
+        apply_missing_eos_penalty(torch.zeros(1), torch.ones(2, dtype=torch.bool), 1.0)
+
+
+def test_a_mask_that_cannot_broadcast_is_refused_with_both_shapes():
+    with pytest.raises(
+        ValueError, match=r"^mask of shape \(2, 4\) cannot be broadcast to values of shape \(2, 3\)\.$"
+    ):
+        masked_mean(torch.zeros(2, 3), torch.ones(2, 4))
+
+
+def test_unbiased_variance_of_two_values_is_half_their_squared_difference():
+    x, mask = torch.tensor([[1.0, 4.0, 99.0]]), torch.tensor([[1, 1, 0]])
+    assert masked_var(x, mask).item() == pytest.approx(4.5)  # ((1 - 2.5)^2 + (4 - 2.5)^2) / (2 - 1)
+    assert masked_var(x, mask, unbiased=False).item() == pytest.approx(2.25)
+    w = masked_whiten(x, mask)  # +-1.5 / sqrt(4.5)
+    torch.testing.assert_close(w, torch.tensor([[-1.5 / math.sqrt(4.5), 1.5 / math.sqrt(4.5), 0.0]]))
+
+
+def test_log_probs_and_entropy_are_computed_in_chunks_of_bounded_size(monkeypatch):
+    import align.stages.ppo.losses as losses
+
+    seen: list[int] = []
+    real = torch.log_softmax
+
+    def spy(x, *args, **kwargs):
+        seen.append(x.shape[0])
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "log_softmax", spy)
+    gen = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(4, 5, 10, generator=gen), torch.randint(0, 10, (4, 5), generator=gen)
+    whole = logprobs_from_logits(logits, labels)  # 20 rows fit in one chunk by default
+    entropy_from_logits(logits)
+    assert seen == [20, 20]
+    for fn in (lambda: logprobs_from_logits(logits, labels, chunk_tokens=6), lambda: entropy_from_logits(logits, chunk_tokens=6)):  # fmt: skip
+        seen.clear()
+        fn()
+        assert seen == [6, 6, 6, 2]
+    monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", 64)  # 64 fp32 values a chunk: 6 rows of 10 logits
+    seen.clear()
+    torch.testing.assert_close(logprobs_from_logits(logits, labels), whole)
+    assert seen == [6, 6, 6, 2]
+    seen.clear()
+    entropy_from_logits(torch.randn(3, 100, generator=gen))  # a row larger than a chunk: one row at a time
+    assert seen == [1, 1, 1]
+    seen.clear()
+    logprobs_from_logits(torch.zeros(100, 1), torch.zeros(100, dtype=torch.long))  # vocab 1: 64 rows a chunk
+    assert seen == [64, 36]
+    with pytest.raises(ValueError, match="chunk_tokens must be a positive integer, got 0"):
+        logprobs_from_logits(logits, labels, chunk_tokens=0)
+
+
+def test_log_probs_and_entropy_of_no_positions_are_empty_fp32_of_the_right_shape():
+    logits = torch.zeros(2, 0, 7, dtype=torch.bfloat16)
+    lp = logprobs_from_logits(logits, torch.zeros(2, 0, dtype=torch.long))
+    ent = entropy_from_logits(logits)
+    assert lp.shape == (2, 0) and lp.dtype == torch.float32
+    assert ent.shape == (2, 0) and ent.dtype == torch.float32
+
+
+def test_labels_of_the_wrong_shape_are_refused_naming_both_shapes():
+    with pytest.raises(
+        ValueError, match=r"labels shape \(2, 4\) must equal logits shape without the vocab axis \(2, 3\)\."
+    ):
+        logprobs_from_logits(torch.zeros(2, 3, 5), torch.zeros(2, 4, dtype=torch.long))
+
+
+def test_kl_estimator_defaults_to_k1():
+    lp, ref = torch.tensor([[-1.0, -2.0]]), torch.tensor([[-1.5, -1.0]])
+    torch.testing.assert_close(kl_per_token(lp, ref), lp - ref)
+
+
+def test_last_token_index_refuses_masks_that_are_not_2d_or_have_no_tokens():
+    with pytest.raises(ValueError, match=r"^mask must be 2-D \[batch, time\], got shape \(3,\)\.$"):
+        last_token_index(torch.ones(3))
+    with pytest.raises(ValueError, match=r"drop empty responses or give each at least one token \(e\.g\. EOS\)\.$"):
+        last_token_index(torch.tensor([[1, 0], [0, 0]]))
+    with pytest.raises(ValueError, match=r"row 0 .*empty rows: \[0, 1\]"):
+        last_token_index(torch.zeros(2, 0))  # no time steps at all
+
+
+def test_missing_eos_penalty_may_be_zero_or_fractional_and_keeps_the_scores_dtype():
+    scores, has_eos = torch.tensor([1.0, 2.0], dtype=torch.float64), torch.tensor([True, False])
+    assert torch.equal(apply_missing_eos_penalty(scores, has_eos, 0.0), scores)
+    out = apply_missing_eos_penalty(scores, has_eos, 0.3)
+    assert out.dtype == torch.float64 and out.tolist() == [1.0, 2.0 - 0.3]
+    with pytest.raises(ValueError, match=r"missing-EOS penalty must be >= 0 \(it is subtracted\), got -1"):
+        apply_missing_eos_penalty(scores, has_eos, -1.0)
+
+
+def test_clip_ranges_must_be_positive():
+    z, m = torch.zeros(1, 2), torch.ones(1, 2)
+    with pytest.raises(ValueError, match=r"^clip_range must be > 0, got 0\.0\.$"):
+        policy_loss(z, z, z, m, 0.0)
+    with pytest.raises(ValueError, match=r"^clip_range_value must be > 0, got 0\.0\.$"):
+        value_loss(z, z, z, m, 0.0)
+
+
+def test_value_clipping_limits_moves_in_both_directions():
+    # The new value moved 1.0 below the old one; clipped at 0.2 it counts as old - 0.2 where that loses more.
+    old, ret, m = torch.tensor([[0.0, 0.0]]), torch.tensor([[-2.0, 2.0]]), torch.ones(1, 2)
+    new = torch.tensor([[-1.0, 1.0]])
+    loss, stats = value_loss(new, old, ret, m, 0.2)
+    # per token: max((v - R)^2, (clip(v) - R)^2) = max(1, 1.8^2) = 3.24 on both sides
+    assert loss.item() == pytest.approx(0.5 * 3.24)
+    assert stats["vf_clipfrac"].item() == 1.0
+
+
+def test_kl_controllers_refuse_bad_settings_and_incomplete_states():
+    FixedKLController(0.0)  # no penalty is a valid choice
+    with pytest.raises(ValueError, match=r"^kl_coef must be >= 0, got -0\.1\.$"):
+        FixedKLController(-0.1)
+    for bad in ((0.0, 6.0, 100.0), (0.1, 0.0, 100.0), (0.1, 6.0, 0.0)):
+        with pytest.raises(ValueError, match=r"^init_kl_coef, target and horizon must all be > 0, got "):
+            AdaptiveKLController(*bad)
+    with pytest.raises(ValueError, match=r"^current_kl must be finite, got nan; check the rollout"):
+        AdaptiveKLController(0.1, 6.0, 100.0).update(float("nan"), 8)
+    with pytest.raises(ValueError, match=r"^adaptive KL controller state_dict is missing \['horizon'\]\.$"):
+        AdaptiveKLController(0.1, 6.0, 100.0).load_state_dict({"type": "adaptive", "value": 0.1, "target": 6.0})
+    with pytest.raises(ValueError, match=r"^fixed KL controller state_dict is missing \['value'\]\.$"):
+        FixedKLController(0.1).load_state_dict({"type": "fixed"})
+
+
+def test_running_moments_start_empty_and_refuse_bad_input_and_incomplete_states():
+    moments = RunningMoments()
+    assert moments.state_dict() == {"mean": 0.0, "m2": 0.0, "count": 0}
+    with pytest.raises(ValueError, match=r"^RunningMoments\.update got non-finite values; check the reward model"):
+        moments.update(torch.tensor([1.0, float("inf")]))
+    with pytest.raises(ValueError, match=r"^RunningMoments state_dict is missing \['m2', 'count'\]\.$"):
+        moments.load_state_dict({"mean": 1.0})
+
+
+def test_score_normalisation_divides_by_a_small_std_and_clips_both_ends_in_the_scores_dtype():
+    scores = torch.tensor([-10.0, 0.1, 10.0], dtype=torch.float64)
+    out = normalize_scores(scores, 0.0, 0.3)
+    assert out.dtype == torch.float64 and out[1].item() == 0.1 / 0.3  # fp64 all the way: std not rounded to fp32
+    torch.testing.assert_close(
+        normalize_scores(scores, 0.0, 0.5, clip=0.5), torch.tensor([-0.5, 0.2, 0.5], dtype=torch.float64)
+    )
+    with pytest.raises(ValueError, match=r"^clip must be > 0 \(or None to disable\), got 0\.$"):
+        normalize_scores(scores, 0.0, 1.0, clip=0)

@@ -15,8 +15,7 @@ import torch
 
 from align.config import ConfigError
 from align.stages.ppo.recipe import ADAPTER_WEIGHTS, CRITIC_DIR, STATE_FILE
-from align.stages.resume import find_resume_checkpoint, is_complete_checkpoint
-from align.tracking import atomic_write_text
+from align.stages.resume import find_resume_checkpoint, is_complete_checkpoint, trim_jsonl
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:
@@ -86,11 +85,7 @@ def _read_rng(directory: Path, rank: int) -> dict[str, Any] | None:
 
 def _trim_jsonl(path: Path, last_iteration: int) -> None:
     """Drop rows logged after ``last_iteration`` (they are redone after a resume)."""
-    if not path.is_file():
-        return
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in rows if int(json.loads(line).get("iteration", 0)) <= last_iteration]
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
+    trim_jsonl(path, last_iteration, key="iteration")
 
 
 class PPOCheckpointing:

@@ -18,7 +18,7 @@ Conventions
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -98,15 +98,40 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     return var
 
 
-def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+def pooled_mean_var(
+    x: Tensor, mask: Tensor, reduce: Callable[[Tensor], Tensor] | None = None
+) -> tuple[Tensor, Tensor]:
+    """Mean and unbiased variance of ``x`` over masked-in positions of a batch whose parts may sit in several
+    processes: ``reduce`` sums a tensor over them (e.g. an all-reduce; None = this part is the whole batch). Two
+    passes, the mean first and then squared deviations from it, as exact as :func:`masked_var`; fewer than two
+    masked-in values give variance 0."""
+    reduce = reduce or (lambda t: t)
+    m = _bool_mask(x, mask)
+    total = reduce(torch.stack([masked_sum(x, m), m.sum().to(x.dtype)]))
+    n = total[1]
+    mean = total[0] / n.clamp(min=1)
+    # n / (n - 1) is Bessel's factor; for n <= 1 the squared deviations are 0 already.
+    var = reduce(masked_sum((x - mean) ** 2, m)) / n.clamp(min=1) * n / (n - 1).clamp(min=1)
+    return mean, var
+
+
+def masked_whiten(
+    x: Tensor,
+    mask: Tensor,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+    *,
+    reduce: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
     """Standardise ``x`` with mean and (unbiased) variance taken from masked-in positions only.
 
     ``shift_mean=False`` rescales to unit variance but keeps the original mean (``(x - mu) / sigma + mu``), which
     is how rewards are sometimes whitened without moving their baseline. Masked-out positions of the output are 0.
+    ``reduce``: sums a tensor over the processes that each hold a part of the batch (e.g. an all-reduce), so every
+    part is whitened with the statistics of the whole batch, as one process holding all of it would be.
     """
     m = _bool_mask(x, mask)
-    mean = masked_mean(x, m)
-    var = masked_var(x, m, unbiased=True)
+    mean, var = pooled_mean_var(x, m, reduce)
     whitened = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean
@@ -150,8 +175,7 @@ def logprobs_from_logits(logits: Tensor, labels: Tensor, *, chunk_tokens: int | 
         torch.log_softmax(lg, dim=-1, dtype=torch.float32).gather(-1, lb).squeeze(-1)
         for lg, lb in zip(flat_logits.split(rows), flat_labels.split(rows), strict=True)
     ]
-    if not out:  # zero positions
-        return torch.zeros(labels.shape, dtype=torch.float32, device=logits.device)
+    # No positions: split gives one empty chunk, so this still returns fp32 of labels' shape.
     return torch.cat(out).reshape(labels.shape)
 
 
@@ -167,9 +191,7 @@ def entropy_from_logits(logits: Tensor, *, chunk_tokens: int | None = None) -> T
     for lg in flat_logits.split(rows):
         logp = torch.log_softmax(lg, dim=-1, dtype=torch.float32)
         out.append(-(logp.exp() * logp).sum(-1))
-    if not out:
-        return torch.zeros(logits.shape[:-1], dtype=torch.float32, device=logits.device)
-    return torch.cat(out).reshape(logits.shape[:-1])
+    return torch.cat(out).reshape(logits.shape[:-1])  # no positions: one empty chunk (see logprobs_from_logits)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -206,7 +228,10 @@ def last_token_index(mask: Tensor) -> Tensor:
     m = mask.bool()
     # Position where real, -1 where padding; the row maximum is the last real position (-1: no real token).
     positions = torch.arange(m.shape[1], device=m.device).expand_as(m)
-    marked = torch.cat([torch.full_like(positions[:, :1], -1), torch.where(m, positions, -1)], dim=1)
+    # The -1 column is built from the batch size, not sliced from `positions`: a mask with no time steps has no
+    # column to slice, and amax over nothing would fail before the empty rows are named (found by mutation testing).
+    sentinel = torch.full((m.shape[0], 1), -1, dtype=positions.dtype, device=m.device)
+    marked = torch.cat([sentinel, torch.where(m, positions, -1)], dim=1)
     last = marked.amax(dim=1)
     if bool((last < 0).any()):
         empty = (last < 0).nonzero().flatten().tolist()
@@ -357,15 +382,17 @@ def value_loss(
     return loss, stats
 
 
-def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
+def explained_variance(
+    values: Tensor, returns: Tensor, mask: Tensor, *, reduce: Callable[[Tensor], Tensor] | None = None
+) -> float:
     """``1 - Var[R - V] / Var[R]`` over real tokens: 1 = perfect critic, 0 = no better than the mean, NaN when
-    ``Var[R]`` is 0 (undefined)."""
+    ``Var[R]`` is 0 (undefined). ``reduce``: as in :func:`pooled_mean_var`, for a batch split over processes."""
     _check_same_shape(values=values, returns=returns, mask=mask)
     m = mask.bool()
-    var_returns = float(masked_var(returns.detach().double(), m))
+    var_returns = float(pooled_mean_var(returns.detach().double(), m, reduce)[1])
     if var_returns == 0.0:
         return math.nan
-    var_residual = float(masked_var((returns - values).detach().double(), m))
+    var_residual = float(pooled_mean_var((returns - values).detach().double(), m, reduce)[1])
     return 1.0 - var_residual / var_returns
 
 

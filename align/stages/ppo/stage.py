@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from align.config import ConfigError, to_plain
+from align.config import ConfigError, redact, to_plain
 from align.data.prompts import prompt_text
 from align.runs import lineage_path, lineage_weights
 from align.stages import common
@@ -65,6 +65,13 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
     data_info = trainer.prepare_prompts()
     if trainer.is_main:
         trainer.out_dir.mkdir(parents=True, exist_ok=True)
+        # A kill -9 while a checkpoint or the final model was written leaves its temporary directory behind (the
+        # rename that publishes it never ran). Nothing reads those; without this they piled up in every run dir.
+        for stale in [
+            *(trainer.out_dir / "checkpoints").glob(".tmp-checkpoint-*"),
+            *trainer.out_dir.glob(".tmp-model-*"),
+        ]:
+            shutil.rmtree(stale, ignore_errors=True)
         if checkpoint is None:  # a fresh start: nothing of an earlier attempt may mix into this run
             for name in ("metrics.jsonl", "samples.jsonl"):
                 (trainer.out_dir / name).unlink(missing_ok=True)
@@ -91,7 +98,7 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
     if watch is not None and checkpoint is not None:
         watch.restore(trainer.out_dir / "metrics.jsonl", trainer.iteration)
     if trainer.trackers:
-        acc.init_trackers(recipe.run.wandb_project, config=to_plain(recipe))
+        acc.init_trackers(recipe.run.wandb_project, config=redact(to_plain(recipe)))  # as config.yaml: no secrets
     last: dict[str, Any] = {}
     bar = tqdm(total=cfg.num_iterations, initial=trainer.iteration, desc="ppo", disable=not trainer.is_main)
     try:

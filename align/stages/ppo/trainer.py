@@ -9,10 +9,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import LogitsProcessorList
 
 from align.config import ConfigError
 from align.data.prompts import load_prompts, prompt_text
-from align.eval.generation import Sampling, left_pad, neutral_defaults
+from align.eval.generation import RowSeededSampler, Sampling, left_pad, neutral_defaults
 from align.reward_models import (
     RewardModelScorer,
 )
@@ -208,21 +209,28 @@ class PPOTrainer(PPOCheckpointing):
     # -- rollout --------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, prompt_ids: list[list[int]]) -> tuple[torch.Tensor, ...]:
+    def generate(self, prompt_ids: list[list[int]], positions: list[int]) -> tuple[torch.Tensor, ...]:
         """(prompt ids, prompt mask, responses, response mask, has_eos): sampled with the KV cache, cut after EOS.
 
         Through the shared generation settings (align.eval.generation): only ``ppo.temperature``/``top_p``/
         ``max_new_tokens`` shape the rollout distribution, never the model's own generation_config.json, so the
-        responses come from the distribution whose log-probs PPO then computes."""
+        responses come from the distribution whose log-probs PPO then computes. ``positions``: each prompt's place
+        in the run's prompt order; its sample is drawn from a generator seeded with it and the run's seed
+        (:class:`RowSeededSampler`), so a sample is the same however many processes share the rollout batch."""
         ids, mask = left_pad(prompt_ids, self.pad_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
-        sampling = Sampling(
-            max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature, top_p=self.cfg.top_p
-        )
-        gen = sampling.config(self.eos_id, self.pad_id)
+        # Greedy over the sampler's Gumbel-perturbed logits is sampling at ppo.temperature / top_p.
+        gen = Sampling(max_new_tokens=self.cfg.max_new_tokens, temperature=0.0).config(self.eos_id, self.pad_id)
+        seeds = [self.recipe.run.seed * 2**32 + p for p in positions]
+        sampler = RowSeededSampler(seeds, self.cfg.temperature, self.cfg.top_p)
         policy = self.unwrapped.policy
         with self.autocast(), neutral_defaults(policy):
-            out = policy.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
+            out = policy.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                generation_config=gen,
+                logits_processor=LogitsProcessorList([sampler]),
+            )
         responses = out[:, ids.shape[1] :]
         rmask, has_eos = response_mask(responses, self.eos_id)
         responses = torch.where(rmask, responses, torch.full_like(responses, self.pad_id))
@@ -290,8 +298,9 @@ class PPOTrainer(PPOCheckpointing):
         B = self.cfg.rollout_batch_size
         order = prompt_indices(len(self.prompts), self.recipe.run.seed, self.prompt_cursor, B * world)
         idx = order[rank * B : (rank + 1) * B]
+        positions = [self.prompt_cursor + rank * B + j for j in range(len(idx))]  # places in the run's prompt order
         t0 = time.perf_counter()
-        query, qmask, responses, rmask, has_eos = self.generate([self.prompt_ids[i] for i in idx])
+        query, qmask, responses, rmask, has_eos = self.generate([self.prompt_ids[i] for i in idx], positions)
         t1 = time.perf_counter()
         input_ids = torch.cat([query, responses], dim=1)
         attention_mask = torch.cat([qmask, rmask.long()], dim=1)
@@ -310,7 +319,8 @@ class PPOTrainer(PPOCheckpointing):
         )
         advantages, returns = pm.gae(rewards, values, rmask, self.cfg.gamma, self.cfg.lam)
         if self.cfg.whiten_advantages:
-            advantages = pm.masked_whiten(advantages, rmask)
+            # with the whole rollout batch's mean and variance (every process's part), as one process would
+            advantages = pm.masked_whiten(advantages, rmask, reduce=self._sum_over_processes)
         timings.update(generate=t1 - t0, logprobs=t2 - t1, score=t3 - t2)
         return Rollout(
             idx, input_ids, attention_mask, position_ids, query.shape[1], responses, rmask, has_eos, texts, raw,
@@ -355,6 +365,11 @@ class PPOTrainer(PPOCheckpointing):
             {"ppo/minibatches": n_minibatches, "ppo/early_stopped": int(stopped), "ratio_first": self._first_ratio}
         )
         return out
+
+    def _sum_over_processes(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over the processes (each holds a part of the rollout batch): whitening and explained variance
+        then use the whole batch's statistics, and two processes compute what one holding the batch would."""
+        return self.accelerator.reduce(t, "sum")
 
     def _mean_over_processes(self, value: float) -> float:
         return float(self.accelerator.reduce(torch.tensor(value, device=self.device), "mean"))
@@ -471,7 +486,9 @@ class PPOTrainer(PPOCheckpointing):
         g = acc.gather(per_sample).cpu()
         raw, scores, non_score, kl_sum, lens, eos = g.unbind(dim=1)
         local = {
-            "explained_variance": pm.explained_variance(ro.values, ro.returns, ro.mask),
+            "explained_variance": pm.explained_variance(
+                ro.values, ro.returns, ro.mask, reduce=self._sum_over_processes
+            ),
             **train_stats,
             **{f"time/{k}": v for k, v in timings.items()},
         }
