@@ -555,14 +555,14 @@ def table(res: dict[str, Any]) -> str:
                 f"{r['peak_fraction'] * 100:.1f}% | {r['step_seconds_median']} | {r['peak_memory_mb']} |"
             )
     dpo = res["stages"].get("dpo", {})
-    lines += [
-        "",
-        f"matmul peak: fp32 {res['matmul_gflops']['fp32']:.0f} GFLOP/s, bf16 "
-        f"{res['matmul_gflops']['bf16']:.0f} GFLOP/s. DPO vs TRL defaults: "
-        f"{dpo.get('speedup_vs_trl_default', 'n/a')}x tokens/s with align's reference precomputation "
-        f"charged ({dpo.get('precompute_seconds', 0)} s, amortised {dpo.get('tokens_per_s_amortized', '-')} "
-        f"tokens/s), {dpo.get('speedup_vs_trl_default_per_step', 'n/a')}x per training step.",
-    ]
+    peak = f"matmul peak: fp32 {res['matmul_gflops']['fp32']:.0f} GFLOP/s, bf16 {res['matmul_gflops']['bf16']:.0f} GFLOP/s."
+    if "speedup_vs_trl_default" in dpo:  # only when the dpo and trl stages were benched
+        peak += (
+            f" DPO vs TRL defaults: {dpo['speedup_vs_trl_default']}x tokens/s with align's reference precomputation "
+            f"charged ({dpo.get('precompute_seconds', 0)} s, amortised {dpo.get('tokens_per_s_amortized', '-')} "
+            f"tokens/s), {dpo.get('speedup_vs_trl_default_per_step', 'n/a')}x per training step."
+        )
+    lines += ["", peak]
     for stage in ("grpo", "rloo"):
         r, d = res["stages"].get(stage), res["stages"].get(f"{stage}_trl_default")
         if r:
