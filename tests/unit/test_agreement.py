@@ -644,3 +644,223 @@ def test_random_model_sits_below_the_human_ceiling():
 def test_model_vs_humans_rejects_a_length_mismatch():
     with pytest.raises(ValueError, match="model_pref has 2 items but the annotations have 3"):
         model_vs_humans([1, -1], {"a": [1, 1, 1], "b": [1, -1, 1]})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Refusals, messages and edge cases (added from mutation testing: docs/faults.md, "Mutation testing")
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _said(fn, *args, **kwargs) -> tuple[object, list[str]]:
+    """fn's result and the AgreementWarnings it emitted."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = fn(*args, **kwargs)
+    return out, [str(w.message) for w in caught if issubclass(w.category, AgreementWarning)]
+
+
+def test_cohen_kappa_errors_and_warnings_say_which_annotator_and_why():
+    with pytest.raises(ValueError, match=r"^first annotator's labels, item 1: "):
+        cohen_kappa([1, "x"], [1, 1])
+    with pytest.raises(ValueError, match=r"^second annotator's labels, item 0: "):
+        cohen_kappa([1, 1], ["y", 1])
+    with pytest.raises(ValueError, match=r"^cohen_kappa needs at least one item\.$"):
+        cohen_kappa([], [])
+    with pytest.raises(ValueError, match=r"^label 3 is not among the cohen_kappa categories \[-1, 1\]"):
+        cohen_kappa([1, 3], [1, -1], labels=[-1, 1])
+    value, said = _said(cohen_kappa, [1, None], [None, 1])
+    assert math.isnan(value) and said == [
+        "Cohen's kappa is undefined: the two annotators have no labelled item in common."
+    ]
+    value, said = _said(cohen_kappa, [1, 1], [1, 1])
+    assert math.isnan(value) and said[0].startswith(
+        "Cohen's kappa is undefined: both annotators use a single category ([1])"
+    )
+
+
+def test_fleiss_kappa_refuses_tables_that_are_not_whole_equal_row_counts():
+    for bad in (np.zeros((0, 3)), np.zeros((2, 0)), [1, 2, 3]):
+        with pytest.raises(ValueError, match=r"^a Fleiss table must be a non-empty items x categories array"):
+            fleiss_kappa(bad)
+    with pytest.raises(
+        ValueError, match=r"^a Fleiss table holds non-negative whole counts \(raters per item and category\)\.$"
+    ):
+        fleiss_kappa([[3, -1], [1, 1]])  # rows sum to 2, but -1 is not a count
+    with pytest.raises(ValueError) as err:
+        fleiss_kappa([[2, 0], [1, 2], [1, 2]])
+    assert str(err.value).startswith(
+        "Fleiss' kappa needs the same number of raters on every item: item 0 has 2, item 1 has 3;"
+    )
+    assert str(err.value).endswith("or use krippendorff_alpha(), which allows missing labels.")
+
+
+def test_fleiss_kappa_with_two_raters_and_with_one_item_matches_statsmodels():
+    two = [[2, 0], [1, 1], [0, 2], [2, 0], [1, 1]]
+    assert fleiss_kappa(two) == pytest.approx(sm_fleiss_kappa(np.array(two), method="fleiss"))
+    one = [[2, 1, 0]]
+    assert fleiss_kappa(one) == pytest.approx(sm_fleiss_kappa(np.array(one), method="fleiss"))
+    value, said = _said(fleiss_kappa, [[3, 0], [3, 0]])
+    assert math.isnan(value) and said == [
+        "Fleiss' kappa is undefined: all ratings fall in a single category, so chance agreement is 1."
+    ]
+
+
+def test_fleiss_table_keeps_items_with_the_modal_label_count_and_says_what_it_left_out():
+    # Items with 2 labels are the mode (3 of them); one item has 3 labels, one has 1.
+    m = [[1, 1, -1, 1, 1], [1, -1, -1, 1, None], [None, None, None, 1, None]]
+    (table, cats), said = _said(fleiss_table, m)
+    assert cats == [-1, 1] and table.tolist() == [[0, 2], [1, 1], [2, 0]]
+    assert said == [
+        "fleiss_table: kept 3 of 5 items (those with 2 labels); left out 2 with a different number of labels. "
+        "krippendorff_alpha() uses every item."
+    ]
+    (table, _), said = _said(fleiss_table, [[1, 1, 1], [1, None, None]])  # one item has two labels
+    assert table.tolist() == [[2]] and "kept 1 of 3 items (those with 2 labels); left out 2" in said[0]
+    (table, _), said = _said(fleiss_table, [[1, 1], [1, 1]])  # one category: still a table
+    assert table.tolist() == [[2], [2]] and said == []
+    (table, cats), said = _said(fleiss_table, [[1, None], [None, -1]])  # no item has two labels
+    assert table.shape == (0, 2) and "kept 0 of 2 items (those with 0 labels); left out 2" in said[0]
+    (table, cats), said = _said(fleiss_table, [[NAN, NAN, NAN]])  # no labels at all
+    assert table.shape == (0, 0) and cats == [] and "kept 0 of 3 items (those with 0 labels); left out 3" in said[0]
+    with pytest.raises(ValueError, match=r"label 0 is not among the fleiss_table categories \[-1, 1\]"):
+        fleiss_table([[1, 0], [1, 1]], categories=[1, -1])
+
+
+def test_report_s_fleiss_kappa_is_undefined_only_when_no_item_has_two_labels():
+    report, said = _said(agreement_report, {"a": [1, None], "b": [None, -1]}, n_boot=0)
+    assert report["fleiss_kappa"] is None
+    assert "Fleiss' kappa is undefined: no item has two or more labels." in said
+    report, _ = _said(agreement_report, {"a": [1, -1, None], "b": [1, None, 1]}, n_boot=0)
+    assert report["fleiss_items"] == 1  # one item has two labels: Fleiss' kappa is computed on it
+    assert report["fleiss_kappa"] is None or not math.isnan(report["fleiss_kappa"])
+    assert (
+        "Fleiss' kappa is undefined: no item has two or more labels."
+        not in _said(agreement_report, {"a": [1, -1, None], "b": [1, None, 1]}, n_boot=0)[1]
+    )
+
+
+def test_ratio_alpha_with_zero_and_one_matches_the_krippendorff_package():
+    data = [[0, 1, 2, 3, 0, 1, NAN], [0, 1, 3, 3, 1, 1, 2], [1, 1, 2, NAN, 0, 2, 2]]
+    ours = krippendorff_alpha(data, "ratio")
+    ref = krippendorff.alpha(reliability_data=np.array(data, dtype=float), level_of_measurement="ratio")
+    assert ours == pytest.approx(ref, rel=1e-9)
+
+
+def test_krippendorff_alpha_refusals_and_undefined_cases_say_why():
+    with pytest.raises(
+        ValueError,
+        match=r"^ratio-level alpha needs non-negative values, got -1; use level='interval' for signed preference labels\.$",
+    ):
+        krippendorff_alpha([[-1, 0, 1], [1, 0, -1]], "ratio")
+    value, said = _said(krippendorff_alpha, [[NAN, NAN], [NAN, NAN]])
+    assert math.isnan(value) and said == ["Krippendorff's alpha is undefined: there are no labels."]
+    value, said = _said(krippendorff_alpha, [[1, NAN], [NAN, 2]])
+    assert math.isnan(value) and said == [
+        "Krippendorff's alpha is undefined: no item has labels from two or more annotators."
+    ]
+    value, said = _said(krippendorff_alpha, [[1, 1, -1], [1, 1, NAN]])  # -1 sits on an item with one label
+    assert math.isnan(value) and said == [
+        "Krippendorff's alpha is undefined: the pairable labels show no variation (values [1]), so expected "
+        "disagreement is 0."
+    ]
+
+
+def test_percent_agreement_undefined_cases_say_why():
+    value, said = _said(percent_agreement, [[NAN, NAN]])
+    assert math.isnan(value) and said == ["percent agreement is undefined: there are no labels."]
+    value, said = _said(percent_agreement, [[1, NAN], [NAN, 1]])
+    assert math.isnan(value) and said == [
+        "percent agreement is undefined: no item has labels from two or more annotators."
+    ]
+
+
+def test_landis_koch_bounds_absorb_floating_point_noise_of_1e_9():
+    assert landis_koch_band(1.0 + 1e-9) == "almost perfect"
+    assert landis_koch_band(0.20 + 1e-9) == "slight"
+    with pytest.raises(ValueError, match="at most 1"):
+        landis_koch_band(1.0 + 1e-6)
+
+
+def _percentile_bootstrap(stat, m, n_boot, seed, alpha=0.05):
+    """The documented procedure, written out: resample the items (columns) with replacement from
+    numpy's default_rng(seed), then take the alpha/2 and 1 - alpha/2 quantiles."""
+    m = np.asarray(m, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, m.shape[1], size=(n_boot, m.shape[1]))
+    values = np.array([stat(m[:, i]) for i in idx])
+    return tuple(np.quantile(values, [alpha / 2, 1 - alpha / 2]))
+
+
+def test_bootstrap_interval_is_the_percentile_interval_of_seeded_item_resamples():
+    m = [[1, -1, 1, 1, -1, 0, 1, 1], [1, -1, -1, 1, -1, 0, 1, -1], [1, 1, 1, 1, -1, 0, -1, 1]]
+    for alpha in (0.05, 0.2):
+        ours = bootstrap_ci(percent_agreement, m, n_boot=200, seed=3, alpha=alpha)
+        assert ours == pytest.approx(_percentile_bootstrap(percent_agreement, m, 200, 3, alpha))
+    default = bootstrap_ci(percent_agreement, m)  # 1000 resamples, seed 0
+    assert default.n_boot == 1000 and default == pytest.approx(_percentile_bootstrap(percent_agreement, m, 1000, 0))
+    assert bootstrap_ci(percent_agreement, m, n_boot=1).n_boot == 1  # one resample is a (degenerate) interval
+
+
+def test_bootstrap_refuses_bad_resample_counts_and_alphas():
+    m = [[1, -1, 1], [1, 1, 1]]
+    for n_boot in (0, True, 2.5):
+        with pytest.raises(ValueError, match="n_boot must be a positive int"):
+            bootstrap_ci(percent_agreement, m, n_boot=n_boot)
+    for alpha in (0.0, 1.0):
+        with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\)"):
+            bootstrap_ci(percent_agreement, m, alpha=alpha)
+
+
+def test_bootstrap_gives_up_past_max_undefined_resamples_and_counts_them():
+    m = [[1, -1, 1, 1], [1, 1, -1, 1]]
+
+    def undefined_first(k):
+        calls = {"n": 0}
+
+        def stat(x):
+            calls["n"] += 1
+            return NAN if calls["n"] <= k else float(np.nansum(x))
+
+        return stat
+
+    exactly_10 = bootstrap_ci(undefined_first(1), m, n_boot=10)  # 10% undefined: still an interval
+    assert not math.isnan(exactly_10.low) and exactly_10.n_undefined == 1
+    over, said = _said(bootstrap_ci, undefined_first(2), m, n_boot=10)  # 20% > the default 10%
+    assert math.isnan(over.low) and over.n_boot == 10 and over.n_undefined == 2
+    assert said == ["bootstrap interval undefined: the statistic was undefined on 2 of 10 resamples (more than 10%)."]
+    one_left = bootstrap_ci(undefined_first(9), m, n_boot=10, max_undefined=1.0)
+    assert one_left.low == one_left.high and not math.isnan(one_left.low)
+
+
+def test_bootstrap_silences_only_the_agreement_warnings_of_its_resamples():
+    def noisy(x):
+        warnings.warn("something else is wrong", RuntimeWarning, stacklevel=2)
+        return 1.0
+
+    with pytest.warns(RuntimeWarning, match="something else is wrong"):
+        bootstrap_ci(noisy, [[1, 1], [1, -1]], n_boot=3)
+
+
+def test_leave_one_out_kappa_undefined_for_one_annotator_keeps_the_others():
+    # "x" labels only item 2, where the others split 1-1: no majority to compare with.
+    matrix = {"x": [None, None, 1, None], "a": [1, -1, 1, 1], "b": [1, -1, -1, 1], "c": [1, -1, None, 1]}
+    loo, said = _said(leave_one_out_kappa, matrix)
+    assert list(loo) == ["x", "a", "b", "c"] and math.isnan(loo["x"])
+    assert "leave-one-out kappa for 'x' is undefined: no item with its label and a majority of the others." in said
+
+
+def test_aggregate_refuses_unknown_rules_and_agreement_outside_0_1():
+    m = [[1, -1], [1, 1]]
+    with pytest.raises(ValueError, match=r"^rule must be 'majority' or 'unanimous', got 'most'\.$"):
+        aggregate(m, rule="most")
+    with pytest.raises(ValueError, match=r"^ties must be 'drop' or 'keep', got 'coin'\.$"):
+        aggregate(m, ties="coin")
+    with pytest.raises(ValueError, match=r"^min_item_agreement is a fraction of votes in \[0, 1\], got 1\.5\.$"):
+        aggregate(m, min_item_agreement=1.5)
+    votes = aggregate(m, min_item_agreement=1.0)  # everyone must agree: the first item is kept, the second not
+    assert [v.drop_reason for v in votes] == [None, "tie"]
+
+
+def test_an_item_nobody_labelled_is_dropped_with_no_agreement_and_no_margin():
+    (vote,) = aggregate([[NAN], [NAN]])
+    assert vote.drop_reason == "no_labels" and vote.orientation == 0 and vote.n_votes == 0
+    assert math.isnan(vote.agreement) and vote.margin == 0.0
