@@ -420,3 +420,18 @@ def write_stage_card(out_dir: Path, stage: str) -> Path | None:
 
 def begin(recipe: Any) -> StageContext:
     return StageContext(recipe)
+
+
+class BaseReferenceMixin:
+    """For a TRL trainer started from a PEFT model under ``reference: base``: TRL 1.16 adds a frozen copy of the
+    model's adapter as adapter "ref" and scores the reference with it, which makes the reference the starting (SFT)
+    policy. Dropping the copy leaves every adapter off, i.e. the base (docs/faults.md, DPO and KTO rows)."""
+
+    _align_reference_is_base = False
+
+    def drop_copied_reference(self) -> None:
+        if not self._align_reference_is_base:
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        if "ref" in getattr(model, "peft_config", {}):
+            model.delete_adapter("ref")

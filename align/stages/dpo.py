@@ -70,11 +70,17 @@ class Recipe:
             )
 
 
-class PreTokenizedDPOTrainer(fast_head.CompactHeadMixin, DPOTrainer):
+class PreTokenizedDPOTrainer(common.BaseReferenceMixin, fast_head.CompactHeadMixin, DPOTrainer):
     """DPOTrainer that accepts align's pre-tokenized rows (prompt_ids/chosen_ids/rejected_ids) as they are, and
-    computes log-probs with align's compact LM head (``speed`` section; see align/fast_head.py).
+    computes log-probs with align's compact LM head (``speed`` section; see align/fast_head.py). With
+    ``reference_is_base`` the reference is the adapter-disabled base, not TRL's copy of the starting adapter.
 
     TRL 1.16 always re-tokenizes from text; align tokenizes once with its template guards instead."""
+
+    def __init__(self, *args, reference_is_base: bool = False, **kwargs):
+        self._align_reference_is_base = reference_is_base
+        super().__init__(*args, **kwargs)
+        self.drop_copied_reference()
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         if "prompt_ids" in dataset.column_names:
@@ -82,6 +88,7 @@ class PreTokenizedDPOTrainer(fast_head.CompactHeadMixin, DPOTrainer):
         return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
     def _precompute_ref_logps(self, *args, **kwargs):
+        self.drop_copied_reference()  # runs inside DPOTrainer.__init__, after TRL added its "ref" adapter
         self.use_compact_head()  # the precomputation runs inside DPOTrainer.__init__, after TRL patched its head
         return super()._precompute_ref_logps(*args, **kwargs)
 
@@ -164,6 +171,7 @@ def run(recipe: Recipe, callbacks: list | None = None):
         processing_class=ctx.tokenizer,
         peft_config=peft_config,
         callbacks=callbacks,
+        reference_is_base=ctx.init_from is not None and recipe.reference == "base",
     )
     ctx.start(trainer, data)
     extra: dict[str, Any] = {"reference": recipe.reference if ctx.init_from else "base (no init_from)"}

@@ -108,7 +108,7 @@ def with_kl_completions(batch: dict[str, list]) -> dict[str, list]:
     return batch
 
 
-class PreTokenizedKTOTrainer(fast_head.CompactHeadMixin, KTOTrainer):
+class PreTokenizedKTOTrainer(common.BaseReferenceMixin, fast_head.CompactHeadMixin, KTOTrainer):
     """KTOTrainer that accepts align's pre-tokenized rows (prompt_ids / completion_ids / label) as they are, computes
     log-probs with align's compact LM head (``speed`` section), and with ``reference_is_base`` keeps the reference
     at the adapter-disabled base instead of TRL's copy of the adapter being trained."""
@@ -117,15 +117,6 @@ class PreTokenizedKTOTrainer(fast_head.CompactHeadMixin, KTOTrainer):
         self._align_reference_is_base = reference_is_base
         super().__init__(*args, **kwargs)
         self.drop_copied_reference()
-
-    def drop_copied_reference(self) -> None:
-        """TRL 1.16 adds a frozen copy of a PEFT model's adapter as adapter "ref" and scores the reference with it;
-        under ``reference: base`` the reference must be the base, i.e. every adapter off."""
-        if not getattr(self, "_align_reference_is_base", False):
-            return
-        model = self.accelerator.unwrap_model(self.model)
-        if "ref" in getattr(model, "peft_config", {}):
-            model.delete_adapter("ref")
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         if "prompt_ids" not in dataset.column_names:

@@ -475,3 +475,18 @@ def test_secrets_given_as_overrides_never_reach_wandb_s_record_of_the_run(stage,
     assert files_holding(tmp_path, secret.encode()) == []
     assert any(b"***" in r.read_bytes() for r in records)  # the command line is recorded, masked
     assert secret not in proc.stdout + proc.stderr
+
+
+def test_dpo_reference_base_scores_against_the_base_not_a_copy_of_the_sft_adapter(tmp_path, tiny_model_dir):
+    # TRL copies a PEFT model's adapter as a frozen "ref" adapter; kept, the reference is the SFT policy and the first
+    # loss is exactly ln 2. With the base as reference the first batch already has rewards beta x log(pi_sft/pi_base).
+    sft_mod, sft_recipe = recipe_for("sft", tmp_path)
+    sft_dir = sft_mod.run(sft_recipe)
+    dpo_mod, dpo_recipe = recipe_for(
+        "dpo", tmp_path, f"init_from={sft_dir}", "reference=base", "training.max_steps=1",
+        "training.logging_steps=1", "training.precompute_ref_log_probs=false",
+    )  # fmt: skip
+    out = dpo_mod.run(dpo_recipe)
+    assert read_manifest(out)["reference"] == "base"
+    first = losses(out)[1]
+    assert abs(first - math.log(2)) > 1e-4, first
