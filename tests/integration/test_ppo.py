@@ -15,6 +15,7 @@ import torch
 
 from align.config import ConfigError, LoraSection, load_recipe
 from align.stages import ppo
+from tests.fixtures.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "recipes" / "tiny" / "ppo.yaml"
@@ -531,6 +532,7 @@ def test_two_process_cpu_run_leaves_one_model_and_one_manifest(tiny_model_dir, a
     env = {**os.environ, "ALIGN_HOME": str(align_home), "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--main_process_port", str(free_port()),
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "-m", "align", "ppo", str(TINY), f"run.root={tmp_path}", "run.name=dist",
         "ppo.num_iterations=2", "ppo.rollout_batch_size=4", "ppo.mini_batch_size=2", "ppo.save_every=1",

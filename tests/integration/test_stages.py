@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 
 from align.config import load_recipe
 from align.tracking import read_manifest
+from tests.fixtures.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = {"sft": "align.stages.sft", "rm": "align.stages.reward", "dpo": "align.stages.dpo"}
@@ -305,6 +306,8 @@ def test_two_process_accelerate_launch_leaves_one_set_of_outputs(tmp_path, align
         "accelerate.commands.launch",
         "--config_file",
         str(ROOT / "recipes/accelerate/cpu_2proc.yaml"),
+        "--main_process_port",
+        str(free_port()),
         "-m",
         "align",
         "dpo",

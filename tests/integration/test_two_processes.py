@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from align.config import load_recipe
 from align.stages import registry
 from align.tracking import read_manifest
+from tests.fixtures.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMING = ("time", "runtime", "per_second", "_per_s")
@@ -45,7 +46,7 @@ def two_process_run(stage: str, root: Path, overrides: list[str]) -> subprocess.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-        str(ROOT / "recipes/accelerate/cpu_2proc.yaml"), "-m", "align", stage,
+        str(ROOT / "recipes/accelerate/cpu_2proc.yaml"), "--main_process_port", str(free_port()), "-m", "align", stage,
         str(ROOT / "recipes" / "tiny" / f"{stage}.yaml"), f"run.root={root}", *overrides,
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
