@@ -578,3 +578,314 @@ def test_one_group_per_row_gives_the_ungrouped_interval_and_bad_groups_are_rejec
         sample_kl(lp, lq, mask, groups=np.arange(59))
     with pytest.raises(ValueError, match="integer"):
         sample_kl(lp, lq, mask, groups=np.zeros(60))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Refusals, messages, defaults and edges (added from mutation testing: docs/faults.md, "Mutation testing")
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_every_bad_score_or_length_is_named_in_the_error():
+    good, flat = [0.1, 0.2, 0.3], [[0.1, 0.2], [0.3, 0.4]]
+    for fn in (win_rate, lambda a, b: length_controlled_win_rate(a, b, [5, 5, 5], [5, 5, 5])):
+        with pytest.raises(ValueError, match=r"^scores_a must be 1-D \(one value per prompt\); got shape \(2, 2\)\.$"):
+            fn(flat, good)
+        with pytest.raises(ValueError, match=r"^scores_b must be 1-D"):
+            fn(good, flat)
+    with pytest.raises(ValueError, match=r"^len_a must be 1-D"):
+        length_controlled_win_rate(good, good, flat, [5, 5, 5])
+    with pytest.raises(ValueError, match=r"^len_b must be 1-D"):
+        length_controlled_win_rate(good, good, [5, 5, 5], flat)
+    with pytest.raises(
+        ValueError,
+        match=r"first at index 1: nan\); drop or re-score those prompts for every checkpoint before comparing\.$",
+    ):
+        win_rate([1.0, float("nan")], [1.0, 1.0])
+    with pytest.raises(
+        ValueError,
+        match=r"^scores_a has 2 values but scores_b has 1; paired comparisons need one value per prompt for the same prompts in the same order\.$",
+    ):
+        win_rate([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match=r"^x is empty; pass at least one value per prompt\.$"):
+        mean_with_ci([])
+    with pytest.raises(ValueError, match=r"^chosen_margins is empty"):
+        implicit_reward_accuracy([])
+    with pytest.raises(ValueError, match=r"^scores\['b'\] is empty"):
+        win_rate_matrix({"a": [1.0], "b": []})
+    with pytest.raises(ValueError, match=r"^checkpoint names must be strings \(they become JSON keys\); got 3\.$"):
+        win_rate_matrix({3: [1.0]})
+    with pytest.raises(
+        ValueError,
+        match=r"^scores is empty; pass \{checkpoint_name: per-prompt scores\} for at least one checkpoint\.$",
+    ):
+        win_rate_matrix({})
+    with pytest.raises(ValueError, match=r"score every checkpoint on the same prompts in the same order\.$"):
+        win_rate_matrix({"a": [1.0, 2.0], "b": [1.0]})
+
+
+def test_response_lengths_may_be_zero_but_not_negative():
+    s = [0.3, 0.1, 0.2, 0.5, 0.4, 0.0]
+    length_controlled_win_rate(s, s[::-1], [0, 1, 2, 3, 4, 5], [0, 0, 1, 5, 2, 3], n_boot=10)
+    for la, lb in (([-1, 1, 2, 3, 4, 5], [1] * 6), ([1] * 6, [1, 1, 1, 1, 1, -2])):
+        with pytest.raises(ValueError, match=r"^len_a and len_b are response lengths in tokens and must be >= 0\.$"):
+            length_controlled_win_rate(s, s[::-1], la, lb, n_boot=10)
+
+
+def test_bootstrap_counts_and_alphas_at_and_past_their_bounds():
+    assert mean_with_ci([1.0, 2.0], n_boot=1)["n"] == 2  # one resample: a degenerate but valid interval
+    for n_boot in (True, 2.5, 0):
+        with pytest.raises(ValueError, match=r"^n_boot must be a positive integer; got "):
+            mean_with_ci([1.0, 2.0], n_boot=n_boot)
+    for alpha in (0.0, 1.0):
+        with pytest.raises(ValueError, match=r"^alpha must be in \(0, 1\)"):
+            mean_with_ci([1.0, 2.0], alpha=alpha)
+
+
+def test_defaults_are_2000_resamples_with_seed_0():
+    rng = np.random.default_rng(30)
+    a, b = rng.normal(size=40), rng.normal(size=40)
+    la, lb = rng.uniform(20, 80, size=40), rng.uniform(20, 80, size=40)
+    lp, lq = rng.normal(-2.0, 0.5, size=(40, 6)), rng.normal(-2.2, 0.5, size=(40, 6))
+    mask = np.ones((40, 6))
+    assert mean_with_ci(a) == mean_with_ci(a, n_boot=2000, seed=0)
+    assert win_rate_ci(a, b) == win_rate_ci(a, b, n_boot=2000, seed=0)
+    assert win_rate_matrix({"a": a, "b": b}) == win_rate_matrix({"a": a, "b": b}, n_boot=2000, seed=0)
+    assert length_controlled_win_rate(a, b, la, lb) == length_controlled_win_rate(a, b, la, lb, n_boot=2000, seed=0)
+    assert sample_kl(lp, lq, mask) == sample_kl(lp, lq, mask, n_boot=2000, seed=0)
+    assert implicit_reward_accuracy(a) == implicit_reward_accuracy(a, n_boot=2000, seed=0)
+    # ... and those numbers are not what 2001 resamples or seed 1 give
+    assert mean_with_ci(a) != mean_with_ci(a, n_boot=2001) and mean_with_ci(a) != mean_with_ci(a, seed=1)
+
+
+def test_resamples_drawn_in_bounded_blocks_give_the_same_interval(monkeypatch):
+    import align.eval.bootstrap as bootstrap
+
+    x = np.random.default_rng(31).normal(size=7)
+    whole = mean_with_ci(x, n_boot=500)
+    monkeypatch.setattr(bootstrap, "_MAX_BLOCK_ELEMENTS", 20)  # 2 resamples of 7 prompts per block
+    assert mean_with_ci(x, n_boot=500) == whole
+    assert mean_with_ci(x, n_boot=499) != whole
+
+
+def test_every_interval_is_reproducible_from_its_seed():
+    rng = np.random.default_rng(32)
+    lp, lq = rng.normal(-2.0, 0.5, size=(30, 5)), rng.normal(-2.2, 0.5, size=(30, 5))
+    mask, ex = np.ones((30, 5)), rng.uniform(0.0, 0.3, size=(30, 5))
+    groups = np.repeat(np.arange(10), 3)
+    for kwargs in ({}, {"groups": groups}):
+        assert sample_kl(lp, lq, mask, n_boot=200, exact_token_kl=ex, **kwargs) == sample_kl(
+            lp, lq, mask, n_boot=200, exact_token_kl=ex, **kwargs
+        )
+    margins = rng.normal(0.2, 1.0, size=30)
+    assert implicit_reward_accuracy(margins, n_boot=200) == implicit_reward_accuracy(margins, n_boot=200)
+
+
+def _prompt_bootstrap(values: np.ndarray, groups: np.ndarray, n_boot: int, seed: int, alpha: float = 0.05):
+    """The documented grouped bootstrap, written out: draw prompts (groups) with replacement from
+    numpy's default_rng(seed); each replicate is the drawn prompts' row sum over their row count."""
+    ids = np.unique(groups, return_inverse=True)[1]
+    sums, counts = np.bincount(ids, weights=values), np.bincount(ids).astype(float)
+    idx = np.random.default_rng(seed).integers(0, sums.size, size=(n_boot, sums.size))
+    reps = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    return tuple(np.quantile(reps, [alpha / 2, 1 - alpha / 2]))
+
+
+def test_grouped_intervals_of_k1_k3_and_exact_kl_all_resample_prompts():
+    rng = np.random.default_rng(33)
+    lp, lq = rng.normal(-2.0, 0.5, size=(24, 4)), rng.normal(-2.3, 0.5, size=(24, 4))
+    mask, ex = np.ones((24, 4)), rng.uniform(0.0, 0.4, size=(24, 4))
+    groups = np.repeat([5, 9, 2, 7, 11, 3], 4)  # any integer ids, in any order
+    out = sample_kl(lp, lq, mask, n_boot=300, seed=4, exact_token_kl=ex, groups=groups)
+    log_ratio = lp - lq
+    k1, k3, exact = log_ratio.sum(1), (np.expm1(-log_ratio) + log_ratio).sum(1), ex.sum(1)
+    for key, values in (("", k1), ("k3_", k3), ("exact_", exact)):
+        low, high = _prompt_bootstrap(values, groups, 300, 4)
+        assert (out[f"{key}low"], out[f"{key}high"]) == pytest.approx((low, high), rel=1e-12), key
+
+
+def test_sample_kl_shape_mask_and_value_errors_say_what_to_fix():
+    one = np.zeros((1, 1))
+    assert sample_kl(one, one, np.ones((1, 1)), n_boot=5)["mean"] == 0.0  # one prompt of one token is enough
+    with pytest.raises(
+        ValueError, match=r"^policy_logprobs must be a non-empty 2-D \(prompts, tokens\) array; got shape \(3,\)\.$"
+    ):
+        sample_kl(np.zeros(3), np.zeros(3), np.ones(3))
+    with pytest.raises(ValueError, match=r"all three must be \(prompts, tokens\) over the same sampled responses\.$"):
+        sample_kl(np.zeros((2, 2)), np.zeros((2, 3)), np.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"^mask must contain only 0 and 1 \(1 = response token\)\.$"):
+        sample_kl(np.zeros((1, 2)), np.zeros((1, 2)), np.array([[1, 2]]))
+    with pytest.raises(
+        ValueError,
+        match=r"^non-finite log-probabilities on masked-in tokens; a -inf under the reference means KL is infinite\. Check the mask covers only sampled response tokens\.$",
+    ):
+        sample_kl(np.zeros((1, 2)), np.array([[0.0, -np.inf]]), np.ones((1, 2)))
+    with pytest.raises(
+        ValueError, match=r"^exact_token_kl has shape \(1, 3\); it must match policy_logprobs \(1, 2\)\.$"
+    ):
+        sample_kl(np.zeros((1, 2)), np.zeros((1, 2)), np.ones((1, 2)), exact_token_kl=np.zeros((1, 3)))
+    with pytest.raises(
+        ValueError, match=r"^exact_token_kl must be finite and >= 0 on response tokens \(it is a KL divergence\)\.$"
+    ):
+        sample_kl(np.zeros((1, 2)), np.zeros((1, 2)), np.ones((1, 2)), exact_token_kl=np.array([[0.0, -2e-6]]))
+    # rounding just below zero (down to -1e-6) is a divergence of 0, not an error
+    out = sample_kl(np.zeros((1, 2)), np.zeros((1, 2)), np.ones((1, 2)), exact_token_kl=np.array([[0.0, -1e-6]]))
+    assert out["exact_mean"] == 0.0
+
+
+def test_distinct_n_refusals_name_the_fix():
+    with pytest.raises(
+        ValueError,
+        match=r"^texts must be a sequence of strings, not one string; wrap it: distinct_n\(\[text\], n\)\.$",
+    ):
+        distinct_n("a b c", 1)
+    for n in (True, 1.5, 0):
+        with pytest.raises(ValueError, match=r"^n must be a positive integer"):
+            distinct_n(["a b"], n)
+    with pytest.raises(ValueError, match=r"^texts\[1\] is int, not str; pass the decoded response texts\.$"):
+        distinct_n(["a b", 3], 1)
+
+
+def test_self_judging_warning_text_says_why_and_what_to_do():
+    (text,) = self_judging_warning("/rm", {"dpo": "/rm/"})
+    assert text == (
+        "WARNING: SELF-JUDGING: checkpoint 'dpo' is scored by the same reward model it was trained against (/rm). "
+        "Its policy was optimised to maximise exactly this model's scores, so it has learned this judge's quirks and "
+        "blind spots (reward hacking: e.g. length, flattery, formatting the judge over-rewards). Its scores and win "
+        "rates are inflated relative to checkpoints that never saw this judge, and the comparison is not fair. "
+        "Re-run `align compare` with a disjoint judge: a reward model that no compared checkpoint was trained "
+        "against, ideally trained on different preference data. Until then treat this checkpoint's numbers as an "
+        "upper bound."
+    )
+
+
+def test_wilson_interval_refusals_and_its_exact_ends():
+    for n in (True, 2.5, 0):
+        with pytest.raises(ValueError, match=r"^n must be a positive integer"):
+            wilson_interval(0, n)
+    for k in (True, 1.5, -1, 4):
+        with pytest.raises(ValueError, match=r"^k must be an integer between 0 and n=3"):
+            wilson_interval(k, 3)
+    for alpha in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=r"^alpha must be in \(0, 1\)"):
+            wilson_interval(1, 3, alpha)
+    # k = n: the upper end is exactly 1 (the formula reaches it only up to rounding for some n)
+    assert all(wilson_interval(n, n)[1] == 1.0 for n in range(1, 200))
+
+
+def test_pass_rate_uses_its_alpha_and_names_bad_outcomes():
+    outcomes = [True] * 7 + [False] * 3
+    r = pass_rate(outcomes, alpha=0.2)
+    assert (r["low"], r["high"]) == wilson_interval(7, 10, 0.2) != wilson_interval(7, 10)
+    with pytest.raises(ValueError, match=r"^outcomes\[1\] is 1; outcomes must be True, False or None"):
+        pass_rate([True, 1])
+    with pytest.raises(ValueError, match=r"^ref_pass\[0\] is 'x'"):
+        mcnemar(["x"], [True])
+    with pytest.raises(ValueError, match=r"^new_pass\[0\] is 'y'"):
+        mcnemar([True], ["y"])
+
+
+def test_win_rate_ci_and_the_matrix_pass_on_the_tie_tolerance_and_alpha():
+    a, b = np.array([1.0, 1.05, 2.0, 0.0, 3.0, 1.0]), np.array([1.0, 1.0, 1.0, 1.0, 3.02, 2.0])
+    r = win_rate_ci(a, b, tie_tolerance=0.1, n_boot=300)
+    assert r["ties"] == 3 and r["wins"] == 1 and r["losses"] == 2
+    m = win_rate_matrix({"a": a, "b": b}, tie_tolerance=0.1, alpha=0.3, n_boot=300)
+    assert m["a"]["b"] == win_rate_ci(a, b, tie_tolerance=0.1, alpha=0.3, n_boot=300)
+    assert m["a"]["a"] == {"wins": 0, "ties": 6, "losses": 0, "n": 6, "win_rate": 0.5, "low": 0.5, "high": 0.5}
+    ab = m["a"]["b"]
+    assert m["b"]["a"] == {
+        "wins": ab["losses"], "ties": ab["ties"], "losses": ab["wins"], "n": 6,
+        "win_rate": 1.0 - ab["win_rate"], "low": 1.0 - ab["high"], "high": 1.0 - ab["low"],
+    }  # fmt: skip
+
+
+def test_penalised_logistic_fit_equals_sklearn_with_the_same_l2_on_the_slope_only():
+    from sklearn.linear_model import LogisticRegression
+
+    from align.eval.winrate import _fit_logistic
+
+    rng = np.random.default_rng(34)
+    x = rng.normal(size=60)
+    for y in (
+        (rng.uniform(size=60) < 1 / (1 + np.exp(-(0.4 + 1.5 * x)))).astype(float),  # both outcomes, many each
+        np.eye(60)[0],  # one win among 59 losses
+        1.0 - np.eye(60)[0],  # one loss among 59 wins
+    ):
+        X = np.column_stack([np.ones(60), x])
+        ours = _fit_logistic(X, y, np.ones((1, 60)), ridge=0.5)[0]
+        oracle = LogisticRegression(C=1 / 0.5, solver="newton-cholesky", tol=1e-12, max_iter=1000).fit(x[:, None], y)
+        assert ours == pytest.approx([oracle.intercept_[0], oracle.coef_[0, 0]], abs=1e-6)
+
+
+def test_losing_every_prompt_mirrors_winning_every_prompt():
+    rng = np.random.default_rng(35)
+    la, lb = rng.uniform(10, 100, size=40), rng.uniform(10, 100, size=40)
+    win = length_controlled_win_rate(np.ones(40), np.zeros(40), la, lb, n_boot=50)
+    lose = length_controlled_win_rate(np.zeros(40), np.ones(40), la, lb, n_boot=50)
+    assert lose["raw_win_rate"] == 0.0 and 0.0 < lose["lc_win_rate"] < 0.05
+    assert lose["lc_win_rate"] == pytest.approx(1.0 - win["lc_win_rate"], abs=1e-9)
+
+
+def test_length_control_refuses_a_ridge_that_is_not_small_and_positive_and_reports_its_fields():
+    s = np.array([0.3, 0.1, 0.2, 0.5, 0.4, 0.0])
+    for ridge in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(
+            ValueError, match=r"^ridge must be a small positive number \(it keeps separable fits finite\); got "
+        ):
+            length_controlled_win_rate(s, s[::-1], [5] * 6, [5] * 6, ridge=ridge)
+    r = length_controlled_win_rate(s, np.array([0.3, 0.2, 0.7, 0.1, 0.4, 0.9]), [5] * 6, [5] * 6, n_boot=20)
+    assert r["length_scale"] == 1.0  # every length equal: the scale falls back to 1
+    assert r["ties"] == 2 and r["n"] == 6
+
+
+def test_identifiable_at_exactly_the_needed_support_with_five_needed_below_fifty_prompts():
+    len_b = np.full(40, 100.0)
+    len_a = np.where(np.arange(40) < 5, 100.0, 300.0)  # 5 prompts at equal length, 35 with a far longer
+    scores_a, scores_b = np.random.default_rng(36).normal(size=(2, 40))
+    r = length_controlled_win_rate(scores_a, scores_b, len_a, len_b, n_boot=50)
+    assert r["support_needed"] == 5 and r["near_equal_support"] == 5
+    assert r["identifiable"] is True and r["lc_win_rate"] is not None
+
+
+def test_the_not_identifiable_note_gives_the_side_the_gap_and_the_counts():
+    len_b = np.full(40, 100.0)
+    len_a = np.where(np.arange(40) < 2, 100.0, 140.0)  # only 2 prompts at equal length: 5 needed
+    scores_a, scores_b = np.random.default_rng(37).normal(size=(2, 40))
+    scale = float(np.std(np.concatenate([len_a, len_b])))
+    r = length_controlled_win_rate(scores_a, scores_b, len_a, len_b, n_boot=20)
+    assert r["note"] == (
+        f"length-controlled win rate not identifiable: only 2 of 40 prompts have a's answer at most "
+        f"{0.25 * scale:.1f} tokens (0.25 pooled SD) longer than b's, or shorter, and 5 are needed. a is almost "
+        "always longer (median difference +40.0 tokens), so its win rate at equal length would be an "
+        "extrapolation. Compare at matched lengths, or report the raw win rate together with the length gap."
+    )
+    r = length_controlled_win_rate(scores_a, scores_b, len_b, len_a, n_boot=20)  # the other way round
+    assert "longer than b's" not in r["note"] and "shorter than b's, or longer" in r["note"]
+    assert "a is almost always shorter (median difference -40.0 tokens)" in r["note"]
+    # a only half a pooled SD longer on every prompt: still never at equal length, and still "longer"
+    len_b = np.random.default_rng(38).uniform(50, 150, size=40)
+    len_a = len_b + 15.0
+    r = length_controlled_win_rate(scores_a, scores_b, len_a, len_b, n_boot=20)
+    assert r["identifiable"] is False and 0.25 < 15.0 / r["length_scale"] < 1.0
+    assert "a is almost always longer (median difference +15.0 tokens)" in r["note"]
+
+
+def test_win_rate_and_accuracy_intervals_default_to_2000_resamples_with_seed_0():
+    # Means of win/tie/loss outcomes take few values, so most data leave an interval end unchanged by one more
+    # resample; these data do not (found by trying seeds), which makes the defaults visible.
+    rng = np.random.default_rng(22)
+    a, b = rng.normal(size=60), rng.normal(size=60)
+    default = win_rate_ci(a, b)
+    assert default == win_rate_ci(a, b, n_boot=2000, seed=0)
+    assert default != win_rate_ci(a, b, n_boot=2001) and default != win_rate_ci(a, b, seed=1)
+    matrix = win_rate_matrix({"a": a, "b": b})
+    assert matrix["a"]["b"] == default
+    margins = np.random.default_rng(0).normal(size=60)
+    acc = implicit_reward_accuracy(margins)
+    assert acc != implicit_reward_accuracy(margins, n_boot=2001) and acc != implicit_reward_accuracy(margins, seed=1)
+
+
+def test_self_judging_refuses_a_reward_model_identity_that_is_not_a_string():
+    with pytest.raises(
+        ValueError, match=r"^trained_against\['dpo'\] must be a reward-model path/fingerprint string or None; got 3\.$"
+    ):
+        self_judging_warning("/rm", {"dpo": 3})
