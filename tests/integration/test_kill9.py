@@ -1,4 +1,4 @@
-"""kill -9 of SFT, RM, DPO and PPO on the tiny model, once during a training step and once during a checkpoint
+"""kill -9 of SFT, RM, DPO, PPO, GRPO, RLOO and KTO on the tiny model, once during a training step and once during a checkpoint
 write, each resumed to exactly the uninterrupted run: the same metrics.jsonl rows, manifest metrics and weights.
 
 The kills are real SIGKILLs of a separate ``align`` process, sent by the process itself at a fixed point
@@ -31,6 +31,9 @@ SETTINGS = {
     "sft": (["training.save_steps=2"], 3),
     "rm": (["training.save_steps=2"], 3),
     "dpo": (["training.save_steps=2"], 3),
+    "grpo": (["training.save_steps=2"], 3),
+    "rloo": (["training.save_steps=2"], 3),
+    "kto": (["training.save_steps=2"], 3),
     "ppo": (
         ["ppo.num_iterations=5", "ppo.save_every=2", "ppo.rollout_batch_size=8", "ppo.mini_batch_size=4",
          "ppo.ppo_epochs=2", "ppo.sample_every=1"],
@@ -95,7 +98,7 @@ def assert_same_numbers(a, b, where: str) -> None:
         assert a == b, where
 
 
-@pytest.mark.parametrize("stage", ["sft", "rm", "dpo", "ppo"])
+@pytest.mark.parametrize("stage", ["sft", "rm", "dpo", "ppo", "grpo", "rloo", "kto"])
 def test_kill_9_in_a_step_then_during_a_checkpoint_write_resumes_to_the_uninterrupted_run(
     stage, tmp_path, tiny_model_dir, capsys
 ):
