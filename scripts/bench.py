@@ -337,6 +337,19 @@ def _online_split(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+# Both online rows start from the plain base model with a programmatic reward: no run directory or reward model
+# needed, so the bench runs on a clean machine, and TRL's row gets exactly the same prompts and reward.
+ONLINE_OVERRIDES = [
+    "init_from=null",
+    "reward_model=null",
+    f"reward_fn={ONLINE_REWARD}",
+    "reward_fn_kwargs={target: e}",
+    "rewards=[]",
+    "watch=null",
+    "online.reward_normalization=none",
+]
+
+
 def bench_online(stage: str, args: argparse.Namespace, root: str) -> dict[str, Any]:
     """align's GRPO or RLOO on the shipped recipe with a programmatic reward (no init_from, reward model or watch, so
     it runs from a clean machine); the split comes from the stage's own metrics."""
@@ -352,13 +365,7 @@ def bench_online(stage: str, args: argparse.Namespace, root: str) -> dict[str, A
         [
             f"run.root={root}",
             "run.name=bench",
-            "init_from=null",
-            "reward_model=null",
-            f"reward_fn={ONLINE_REWARD}",
-            "reward_fn_kwargs={target: e}",
-            "rewards=[]",
-            "watch=null",
-            "online.reward_normalization=none",
+            *ONLINE_OVERRIDES,
             f"training.max_steps={args.warmup + args.online_steps}",
             "training.save_strategy=no",
             "training.disable_tqdm=true",
@@ -403,7 +410,7 @@ def bench_trl_default_online(stage: str, args: argparse.Namespace, root: str, ou
     config_cls, trainer_cls = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}[stage]
     path = ROOT / "recipes" / ("tiny" if args.quick else "smollm2-135m") / f"{stage}.yaml"
     module = importlib.import_module(f"align.stages.{stage}")
-    recipe = load_recipe(module.Recipe, path, ["reward_model=null", f"reward_fn={ONLINE_REWARD}", "watch=null"])
+    recipe = load_recipe(module.Recipe, path, ONLINE_OVERRIDES)
     train, _ = load_prompts(recipe.data)
     reward = ProgrammaticReward(ONLINE_REWARD, {"target": "e"})
     timing: dict[str, list[float]] = {}
@@ -633,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
             if stage in stages:
                 print(f"[bench] {stage}", file=sys.stderr, flush=True)
                 res["stages"][stage] = bench_stage(stage, args, peaks, root)
-        if "trl" in stages:
+        if "trl" in stages and ("dpo" in stages or not stages & {"grpo", "rloo"}):  # TRL's DPO row only beside ours
             print("[bench] dpo with TRL defaults", file=sys.stderr, flush=True)
             res["stages"]["dpo_trl_default"] = bench_trl_default_dpo(args, peaks, root)
             if "dpo" in res["stages"]:
