@@ -157,23 +157,44 @@ def _add_data_parser(sub: typing.Any) -> None:
         )
 
 
+# Flags whose help says more than the field's own help (the rest of CompareConfig's fields become flags as they are).
+_COMPARE_HELP = {
+    "judge": "reward model run/dir, or module:function (prompts, responses) -> rewards",
+    "reference": "checkpoint name the others are compared with (default: the first)",
+    "dtype": "float32 (default) or bfloat16 for generation and scoring",
+}
+_NOT_FLAGS = ("checkpoints", "output", "model")  # positional, -o, and the pipeline's model section
+
+
+def _compare_flag_type(annotation: str) -> dict[str, typing.Any]:
+    """argparse settings for one CompareConfig field from its (string) annotation."""
+    if annotation.startswith("bool"):
+        return {"action": argparse.BooleanOptionalAction}
+    if annotation.startswith("list["):
+        return {"nargs": "+"}
+    for name, kind in (("int", int), ("float", float)):
+        if annotation.split(" |")[0] == name:
+            return {"type": kind}
+    return {}
+
+
 def _add_compare_parser(sub: typing.Any) -> None:
+    from align.eval.compare_config import CompareConfig  # no torch: the settings live apart from the comparison
+
     sp = sub.add_parser("compare", help="generate with checkpoints on held-out prompts and compare them with a judge")
     sp.add_argument(
         "checkpoints", nargs="+", help="run/stage directories, model references, or bon:<run>@<n> (best of n)"
     )
-    sp.add_argument("--prompts", help="eval prompt source")
-    sp.add_argument("--judge", help="reward model run/dir, or module:function (prompts, responses) -> rewards")
-    sp.add_argument("--pairs", help="held-out preference pairs for implicit-reward accuracy")
-    sp.add_argument("--reference", help="checkpoint name the others are compared with (default: the first)")
-    sp.add_argument("--max-prompts", type=int, help="use the first N prompts (default: all)")
-    sp.add_argument("--max-new-tokens", type=int, help="generation length (default 160)")
-    sp.add_argument("--temperature", type=float, help="0 = greedy (default)")
-    sp.add_argument("--seed", type=int, help="sampling and bootstrap seed")
-    sp.add_argument("--kl-samples", type=int, help="answers sampled per prompt for the KL estimate (default 2)")
-    sp.add_argument("--bon-reward-model", help="reward-model run that picks the best of n for bon:<run>@<n>")
-    sp.add_argument("--batch-size", type=int, help="generation and scoring batch (default 64)")
-    sp.add_argument("--dtype", help="float32 (default) or bfloat16 for generation and scoring")
+    # Every setting of CompareConfig is a flag (--kl-max-prompts for kl_max_prompts, ...), so the command line
+    # reaches what a pipeline recipe's compare section does; unset flags keep the config's defaults.
+    for f in dataclasses.fields(CompareConfig):
+        if f.name in _NOT_FLAGS:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        text = _COMPARE_HELP.get(f.name, f.metadata.get("help", "").rstrip("."))
+        if default is not None and "default" not in text:
+            text += f" (default {default})"
+        sp.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, help=text, **_compare_flag_type(str(f.type)))
     sp.add_argument("-o", "--output", help="report directory (default runs/compare)")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +12,11 @@ from align.eval.compare import CompareConfig, run_compare
 
 
 def main(args: Any) -> int:
-    cfg = CompareConfig(
-        checkpoints=list(args.checkpoints),
-        judge=args.judge,
-        prompts=args.prompts or CompareConfig.prompts,
-        output=args.output or "runs/compare",
-    )
-    keys = ("max_prompts", "max_new_tokens", "temperature", "pairs", "reference", "seed", "kl_samples", "dtype")
-    for key in (*keys, "bon_reward_model", "batch_size"):
-        if getattr(args, key, None) is not None:
-            setattr(cfg, key, getattr(args, key))
+    cfg = CompareConfig(checkpoints=list(args.checkpoints), output=args.output or "runs/compare")
+    for f in dataclasses.fields(CompareConfig):  # every flag the user gave (the parser has one per field)
+        value = getattr(args, f.name, None)
+        if value is not None and f.name not in ("checkpoints", "output"):
+            setattr(cfg, f.name, value)
     try:
         report = run_compare(cfg)
     except ValueError as e:
