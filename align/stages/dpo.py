@@ -17,35 +17,23 @@ sigmoid loss); otherwise the reference is not what the recipe says and the run s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from trl import DPOConfig, DPOTrainer
 
 from align import fast_head
-from align.agreement import AgreementConfig
-from align.config import ConfigError, LoraSection, ModelSection, RunSection, SpeedSection, TemplateSection
 from align.data.prepare import prepare_preferences
-from align.data.spec import DataConfig
 from align.errors import ReferenceCheckError  # noqa: F401  (re-exported: importable here as before)
 from align.stages import common
+from align.stages.preference_recipe import ReferencedRecipe
 
 
 @dataclass
-class Recipe:
+class Recipe(ReferencedRecipe):
     STAGE: ClassVar[str] = "dpo"
-    model: ModelSection = field(default_factory=ModelSection)
-    data: DataConfig | None = None
-    agreement: AgreementConfig | None = field(default=None, metadata={"help": "Annotator agreement gate."})
-    template: TemplateSection = field(default_factory=TemplateSection)
-    lora: LoraSection = field(default_factory=LoraSection)
-    speed: SpeedSection = field(default_factory=SpeedSection)
     training: DPOConfig | None = None
-    run: RunSection = field(default_factory=RunSection)
-    init_from: str | None = field(default=None, metadata={"help": "SFT stage directory or adapter to start from."})
-    reference: str = field(default="sft", metadata={"help": "sft (init_from merged, adapter off) or base."})
-    step0_check: bool = field(default=True, metadata={"help": "Check rewards == 0 at step 0 when policy == ref."})
 
     @staticmethod
     def training_defaults() -> dict[str, Any]:
@@ -58,16 +46,6 @@ class Recipe:
             "lr_scheduler_type": "cosine",
             "loss_type": ["sigmoid"],
         }
-
-    def __post_init__(self) -> None:
-        common.require_data(self)
-        if self.reference not in ("sft", "base"):
-            raise ConfigError(f"reference={self.reference!r}: use sft (the init_from policy) or base.")
-        if not self.lora.enabled:
-            raise ConfigError(
-                "DPO in align trains a LoRA adapter (the reference is the adapter-disabled model); "
-                "set lora.enabled=true."
-            )
 
 
 class PreTokenizedDPOTrainer(common.BaseReferenceMixin, fast_head.CompactHeadMixin, DPOTrainer):

@@ -27,40 +27,29 @@ once with the run's seed, so a pair's two rows (or a file sorted by label) are n
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from trl import KTOConfig, KTOTrainer
 
 from align import fast_head
-from align.agreement import AgreementConfig
-from align.config import ConfigError, LoraSection, ModelSection, RunSection, SpeedSection, TemplateSection, to_plain
+from align.config import ConfigError, to_plain
 from align.data.card import build_card_facts, card_hash_for, summarise_agreement, write_card
 from align.data.card_facts import label_balance
 from align.data.prepare import Prepared, prepare_unpaired
-from align.data.spec import DataConfig
 from align.errors import ReferenceCheckError
 from align.stages import common
 from align.stages.dpo import step0_tolerance
+from align.stages.preference_recipe import ReferencedRecipe
 
 DATA_CARD = "data"  # <stage dir>/data.md and data.json: the card of the rows this run trained on
 
 
 @dataclass
-class Recipe:
+class Recipe(ReferencedRecipe):
     STAGE: ClassVar[str] = "kto"
-    model: ModelSection = field(default_factory=ModelSection)
-    data: DataConfig | None = None
-    agreement: AgreementConfig | None = field(default=None, metadata={"help": "Annotator agreement gate."})
-    template: TemplateSection = field(default_factory=TemplateSection)
-    lora: LoraSection = field(default_factory=LoraSection)
-    speed: SpeedSection = field(default_factory=SpeedSection)
     training: KTOConfig | None = None
-    run: RunSection = field(default_factory=RunSection)
-    init_from: str | None = field(default=None, metadata={"help": "SFT stage directory or adapter to start from."})
-    reference: str = field(default="sft", metadata={"help": "sft (init_from merged, adapter off) or base."})
-    step0_check: bool = field(default=True, metadata={"help": "Check rewards == 0 at step 0 when policy == ref."})
 
     @staticmethod
     def training_defaults() -> dict[str, Any]:
@@ -75,14 +64,7 @@ class Recipe:
         }
 
     def __post_init__(self) -> None:
-        common.require_data(self)
-        if self.reference not in ("sft", "base"):
-            raise ConfigError(f"reference={self.reference!r}: use sft (the init_from policy) or base.")
-        if not self.lora.enabled:
-            raise ConfigError(
-                "KTO in align trains a LoRA adapter (the reference is the adapter-disabled model); "
-                "set lora.enabled=true."
-            )
+        super().__post_init__()
         args = self.training
         if args.loss_type == "kto":
             # TRL checks these only once the data is tokenized and the model loaded; say so before any of that.

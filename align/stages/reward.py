@@ -20,30 +20,22 @@ from typing import Any, ClassVar
 import torch
 from trl import RewardConfig, RewardTrainer
 
-from align.agreement import AgreementConfig, model_vs_humans
-from align.config import ConfigError, LoraSection, ModelSection, RunSection, SpeedSection, TemplateSection
+from align.agreement import model_vs_humans
+from align.config import ConfigError
 from align.data.prepare import prepare_preferences
-from align.data.spec import DataConfig
 from align.eval.calibration import length_correlation, pair_calibration
 from align.fast_head import install_bucketed_classifier
 from align.models import load_sequence_classifier
 from align.reward_models import score_sequences  # noqa: F401  (also imported from here by older code)
 from align.runs import merge_chain
 from align.stages import common
+from align.stages.preference_recipe import PreferenceRecipe
 
 
 @dataclass
-class Recipe:
+class Recipe(PreferenceRecipe):
     STAGE: ClassVar[str] = "rm"
-    model: ModelSection = field(default_factory=ModelSection)
-    data: DataConfig | None = None
-    agreement: AgreementConfig | None = field(default=None, metadata={"help": "Annotator agreement gate."})
-    template: TemplateSection = field(default_factory=TemplateSection)
-    lora: LoraSection = field(default_factory=LoraSection)
-    speed: SpeedSection = field(default_factory=SpeedSection)
     training: RewardConfig | None = None
-    run: RunSection = field(default_factory=RunSection)
-    init_from: str | None = field(default=None, metadata={"help": "SFT stage directory or adapter to start from."})
     use_margin: bool = field(default=False, metadata={"help": "Train with the records' margin column."})
     train_on: str = field(
         default="train",
@@ -67,7 +59,7 @@ class Recipe:
         }
 
     def __post_init__(self) -> None:
-        common.require_data(self)
+        super().__post_init__()
         if self.train_on not in ("train", "eval"):
             raise ConfigError(f"train_on={self.train_on!r}: use train or eval.")
         if self.training.center_rewards_coefficient is not None and self.training.center_rewards_coefficient < 0:
