@@ -64,18 +64,7 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
     checkpoint = _checkpoint_to_resume(trainer, recipe)
     data_info = trainer.prepare_prompts()
     if trainer.is_main:
-        trainer.out_dir.mkdir(parents=True, exist_ok=True)
-        # A kill -9 while a checkpoint or the final model was written leaves its temporary directory behind (the
-        # rename that publishes it never ran). Nothing reads those; without this they piled up in every run dir.
-        for stale in [
-            *(trainer.out_dir / "checkpoints").glob(".tmp-checkpoint-*"),
-            *trainer.out_dir.glob(".tmp-model-*"),
-        ]:
-            shutil.rmtree(stale, ignore_errors=True)
-        if checkpoint is None:  # a fresh start: nothing of an earlier attempt may mix into this run
-            for name in ("metrics.jsonl", "samples.jsonl"):
-                (trainer.out_dir / name).unlink(missing_ok=True)
-            shutil.rmtree(trainer.out_dir / "checkpoints", ignore_errors=True)
+        _clear_leftovers(trainer.out_dir, fresh=checkpoint is None)
     recorder = RunRecorder(
         run_dir=trainer.out_dir,
         stage=recipe.STAGE,
@@ -137,6 +126,19 @@ def run(recipe: Recipe, callbacks: list[Callable[[int, dict[str, Any]], None]] |
         common.write_stage_card(trainer.out_dir, recipe.STAGE)  # the same card every stage's finish step writes
     log(f"[align] ppo complete: {trainer.out_dir}")
     return trainer.out_dir
+
+
+def _clear_leftovers(out_dir: Path, fresh: bool) -> None:
+    """Remove what an earlier attempt left that this one must not read or keep."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # A kill -9 while a checkpoint or the final model was written leaves its temporary directory behind (the
+    # rename that publishes it never ran). Nothing reads those; without this they piled up in every run dir.
+    for stale in [*(out_dir / "checkpoints").glob(".tmp-checkpoint-*"), *out_dir.glob(".tmp-model-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    if fresh:  # a fresh start: nothing of an earlier attempt may mix into this run
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
 
 
 def _checkpoint_to_resume(trainer: PPOTrainer, recipe: Recipe) -> Path | None:
