@@ -27,7 +27,7 @@ from align import fast_head
 from align.data.prepare import prepare_preferences
 from align.errors import ReferenceCheckError  # noqa: F401  (re-exported: importable here as before)
 from align.stages import common
-from align.stages.preference_recipe import ReferencedRecipe
+from align.stages.preference_recipe import ReferencedRecipe, referenced_training_defaults
 
 
 @dataclass
@@ -37,15 +37,7 @@ class Recipe(ReferencedRecipe):
 
     @staticmethod
     def training_defaults() -> dict[str, Any]:
-        return {
-            "learning_rate": 5e-5,
-            "per_device_train_batch_size": 8,
-            "num_train_epochs": 1,
-            "beta": 0.1,
-            "max_length": 512,
-            "lr_scheduler_type": "cosine",
-            "loss_type": ["sigmoid"],
-        }
+        return referenced_training_defaults(loss_type=["sigmoid"])
 
 
 class PreTokenizedDPOTrainer(common.BaseReferenceMixin, fast_head.CompactHeadMixin, DPOTrainer):

@@ -41,7 +41,7 @@ from align.data.prepare import Prepared, prepare_unpaired
 from align.errors import ReferenceCheckError
 from align.stages import common
 from align.stages.dpo import step0_tolerance
-from align.stages.preference_recipe import ReferencedRecipe
+from align.stages.preference_recipe import ReferencedRecipe, referenced_training_defaults
 
 DATA_CARD = "data"  # <stage dir>/data.md and data.json: the card of the rows this run trained on
 
@@ -53,15 +53,7 @@ class Recipe(ReferencedRecipe):
 
     @staticmethod
     def training_defaults() -> dict[str, Any]:
-        return {
-            "learning_rate": 5e-5,
-            "per_device_train_batch_size": 8,
-            "num_train_epochs": 1,
-            "beta": 0.1,
-            "max_length": 512,
-            "lr_scheduler_type": "cosine",
-            "loss_type": "kto",
-        }
+        return referenced_training_defaults(loss_type="kto")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -15,6 +15,19 @@ from align.stages.common import require_data
 REFERENCES = ("sft", "base")
 
 
+def referenced_training_defaults(**stage: Any) -> dict[str, Any]:
+    """TRL config defaults DPO and KTO share (under the recipe's values), plus the stage's own (its loss)."""
+    return {
+        "learning_rate": 5e-5,
+        "per_device_train_batch_size": 8,
+        "num_train_epochs": 1,
+        "beta": 0.1,
+        "max_length": 512,
+        "lr_scheduler_type": "cosine",
+        **stage,
+    }
+
+
 @dataclass
 class PreferenceRecipe:
     """Model, data (with the annotator gate), template, LoRA, speed, TRL's config, run and the start adapter."""
