@@ -15,6 +15,7 @@ from align.data.card import card_hash_for
 from align.pipeline import build_pipeline, run_pipeline
 from align.stages import kto
 from align.tracking import read_manifest
+from tests.fixtures.interrupt import InterruptAt
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,15 +43,6 @@ class Capture(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, **kw):
         self.model = model
-
-
-class InterruptAt(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kw):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt
 
 
 def test_kto_trains_lora_only_and_writes_manifest_model_card_and_data_card(tmp_path, tiny_model_dir):

@@ -14,6 +14,7 @@ from transformers import TrainerCallback
 
 from align.config import ConfigError, load_recipe
 from align.tracking import read_manifest
+from tests.fixtures.interrupt import InterruptAt
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = {"grpo": "align.stages.grpo", "rloo": "align.stages.rloo"}
@@ -34,15 +35,6 @@ def rows_of(run_dir: Path, key: str) -> dict[int, dict]:
         if key in row and "step" in row:
             out[row["step"]] = row
     return out
-
-
-class InterruptAt(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kw):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt
 
 
 class Capture(TrainerCallback):

@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 
 from align.config import load_recipe
 from align.tracking import read_manifest
+from tests.fixtures.interrupt import InterruptAt
 from tests.fixtures.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,15 +46,6 @@ class Capture(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, **kw):
         self.model = model
-
-
-class InterruptAt(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kw):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize("stage", ["sft", "rm", "dpo"])
